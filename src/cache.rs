@@ -1,1 +1,512 @@
-//! placeholder, being written
+//! Per-credential token cache: single-flight fetches and refresh-ahead.
+//!
+//! One `TokenCache` per credential identity, one slot per `TokenRequest`
+//! (kind + audience or sorted scopes). The rules (DESIGN.md, "Cache"):
+//!
+//! * **fresh**: served from memory; a short `std` mutex, no await, no I/O;
+//! * **in the refresh window** (the last `refresh_window`, at most a quarter
+//!   of the token's lifetime so a 60-second token is still reused): the caller
+//!   gets the valid token and one background refresh starts;
+//! * **expired or absent**: callers wait, and concurrent callers share one
+//!   upstream request, which runs as its own task so a cancelled caller does
+//!   not cancel it for the others.
+//!
+//! A failed background refresh keeps serving the still-valid token (and logs);
+//! only a caller that needs a new token sees the error, and the next call tries
+//! again: no error is ever stored.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::request::TokenRequest;
+use crate::sources::TokenSource;
+use crate::token::Token;
+
+/// Default length of the refresh-ahead window.
+pub const DEFAULT_REFRESH_WINDOW: Duration = Duration::from_secs(300);
+/// Never hand out a token with less than this left (at most 1/20 of its lifetime).
+const MAX_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// After a failed background refresh, wait this long (at most) before the next one.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+
+static REFRESH_WINDOW_MS: AtomicU64 = AtomicU64::new(DEFAULT_REFRESH_WINDOW.as_millis() as u64);
+
+/// Sets the process-wide refresh-ahead window.
+pub fn set_refresh_window(window: Duration) {
+    REFRESH_WINDOW_MS.store(window.as_millis() as u64, Ordering::Relaxed);
+}
+
+pub fn refresh_window() -> Duration {
+    Duration::from_millis(REFRESH_WINDOW_MS.load(Ordering::Relaxed))
+}
+
+/// When a token of the given lifetime should be refreshed, and until when it may be handed out.
+fn schedule(now: Instant, lifetime: Duration, window: Duration) -> (Instant, Instant) {
+    let margin = MAX_EXPIRY_MARGIN.min(lifetime / 20);
+    let window = window.min(lifetime / 4).max(margin);
+    (
+        now + lifetime.saturating_sub(window),
+        now + lifetime - margin,
+    )
+}
+
+type Outcome = Option<Result<Arc<Token>>>;
+
+/// A fetch in progress; waiters watch its outcome.
+struct Inflight {
+    /// The process that started it: after `fork()` the task is gone in the child.
+    pid: u32,
+    outcome: watch::Receiver<Outcome>,
+}
+
+impl Inflight {
+    fn is_live(&self) -> bool {
+        // `has_changed` errs once the sender is gone (task finished or died).
+        self.pid == std::process::id() && self.outcome.has_changed().is_ok()
+    }
+}
+
+struct Cached {
+    token: Arc<Token>,
+    refresh_at: Instant,
+    usable_until: Instant,
+}
+
+#[derive(Default)]
+struct Slot {
+    cached: Option<Cached>,
+    inflight: Option<Inflight>,
+    /// Set after a failed background refresh: no new one before this.
+    retry_not_before: Option<Instant>,
+}
+
+/// The token cache of one credential.
+pub struct TokenCache {
+    source: Arc<dyn TokenSource>,
+    slots: Mutex<HashMap<TokenRequest, Slot>>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("source", &self.source.identity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    pub fn new(source: Arc<dyn TokenSource>) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn source(&self) -> &Arc<dyn TokenSource> {
+        &self.source
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<TokenRequest, Slot>> {
+        // A panic while holding this lock cannot leave a slot half-written
+        // (every update is a single assignment), so poisoning is ignored.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached token if it may still be handed out, without waiting.
+    ///
+    /// In the refresh window this also starts one background refresh on the
+    /// runtime `rt` returns (only called then, keeping the hot path free of it).
+    pub fn peek(
+        self: &Arc<Self>,
+        request: &TokenRequest,
+        rt: impl FnOnce() -> Handle,
+    ) -> Option<Arc<Token>> {
+        let now = Instant::now();
+        let mut slots = self.slots();
+        let slot = slots.get_mut(request)?;
+        let cached = slot.cached.as_ref()?;
+        if now >= cached.usable_until {
+            return None;
+        }
+        let token = Arc::clone(&cached.token);
+        if now >= cached.refresh_at {
+            self.refresh_in_background(slot, request, now, &rt());
+        }
+        Some(token)
+    }
+
+    /// A usable token: from the cache, or from the one shared upstream fetch.
+    pub async fn get(self: &Arc<Self>, request: &TokenRequest, rt: &Handle) -> Result<Arc<Token>> {
+        let mut outcome = {
+            let now = Instant::now();
+            let mut slots = self.slots();
+            let slot = slots.entry(request.clone()).or_default();
+            if let Some(cached) = &slot.cached {
+                if now < cached.usable_until {
+                    let token = Arc::clone(&cached.token);
+                    if now >= cached.refresh_at {
+                        self.refresh_in_background(slot, request, now, rt);
+                    }
+                    return Ok(token);
+                }
+            }
+            match &slot.inflight {
+                Some(inflight) if inflight.is_live() => inflight.outcome.clone(),
+                _ => self.start_fetch(slot, request, rt),
+            }
+        };
+        let result = match outcome.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().unwrap_or_else(|| {
+                Err(Error::Internal(
+                    "token fetch finished without a result".into(),
+                ))
+            }),
+            Err(_) => Err(Error::Internal(
+                "the token fetch task ended without a result (runtime shut down?)".into(),
+            )),
+        };
+        result
+    }
+
+    /// Forgets every token (and in-flight fetch bookkeeping).
+    pub fn clear(&self) {
+        self.slots().clear();
+    }
+
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        slot: &mut Slot,
+        request: &TokenRequest,
+        now: Instant,
+        rt: &Handle,
+    ) {
+        let busy = slot.inflight.as_ref().is_some_and(Inflight::is_live);
+        let backing_off = slot.retry_not_before.is_some_and(|t| now < t);
+        if !busy && !backing_off {
+            log::debug!(
+                "refreshing {} token for {} ahead of expiry",
+                request.kind().as_str(),
+                self.source.identity()
+            );
+            drop(self.start_fetch(slot, request, rt));
+        }
+    }
+
+    /// Starts the one upstream fetch for `request`; the caller holds the lock.
+    fn start_fetch(
+        self: &Arc<Self>,
+        slot: &mut Slot,
+        request: &TokenRequest,
+        rt: &Handle,
+    ) -> watch::Receiver<Outcome> {
+        let (tx, rx) = watch::channel(None);
+        slot.inflight = Some(Inflight {
+            pid: std::process::id(),
+            outcome: rx.clone(),
+        });
+        let cache = Arc::clone(self);
+        let request = request.clone();
+        let fetch_rt = rt.clone();
+        rt.spawn(async move {
+            let source = Arc::clone(&cache.source);
+            let req = request.clone();
+            let started = std::time::Instant::now();
+            // The fetch runs as its own task so that a panic in it becomes an
+            // error for the waiters instead of a silently dropped sender.
+            let fetched = match fetch_rt
+                .spawn(async move { source.fetch(&req).await })
+                .await
+            {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => Err(Error::Internal(
+                    "a panic occurred while fetching a token (a bug: please report it)".into(),
+                )),
+                Err(_) => Err(Error::Internal("the token fetch was cancelled".into())),
+            };
+            let outcome = cache.store(&request, fetched, started.elapsed());
+            // Nobody waiting is fine: a background refresh has no waiters.
+            let _ = tx.send(Some(outcome));
+        });
+        rx
+    }
+
+    /// Records a fetch's outcome in the slot and returns what waiters get.
+    fn store(
+        &self,
+        request: &TokenRequest,
+        fetched: Result<Token>,
+        took: Duration,
+    ) -> Result<Arc<Token>> {
+        let now = Instant::now();
+        let identity = self.source.identity();
+        let kind = request.kind().as_str();
+        let mut slots = self.slots();
+        let slot = slots.entry(request.clone()).or_default();
+        slot.inflight = None;
+        match fetched {
+            Ok(token) => {
+                let lifetime = token.remaining(SystemTime::now());
+                let (refresh_at, usable_until) = schedule(now, lifetime, refresh_window());
+                log::debug!(
+                    "fetched {kind} token for {identity} in {} ms, valid for {} s",
+                    took.as_millis(),
+                    lifetime.as_secs()
+                );
+                let token = Arc::new(token);
+                slot.cached = Some(Cached {
+                    token: Arc::clone(&token),
+                    refresh_at,
+                    usable_until,
+                });
+                slot.retry_not_before = None;
+                Ok(token)
+            }
+            Err(error) => {
+                if let Some(cached) = slot.cached.as_ref().filter(|c| now < c.usable_until) {
+                    let left = cached.usable_until - now;
+                    slot.retry_not_before = Some(now + MAX_RETRY_BACKOFF.min(left / 4));
+                    log::warn!(
+                        "background refresh of the {kind} token for {identity} failed; still serving \
+                         the cached token ({} s left): {error}",
+                        left.as_secs()
+                    );
+                } else {
+                    log::warn!("fetching a {kind} token for {identity} failed: {error}");
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::{BoxFuture, SourceDescription, SourceKind};
+    use crate::token::{Secret, TokenKind};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex as StdMutex;
+
+    /// A scripted source: counts fetches, takes `latency` (tokio time), and
+    /// answers from a queue of lifetimes (`None` = fail).
+    #[derive(Debug)]
+    struct Scripted {
+        fetches: AtomicUsize,
+        latency: Duration,
+        answers: StdMutex<Vec<Option<Duration>>>,
+        default: Option<Duration>,
+    }
+
+    impl Scripted {
+        fn new(latency: Duration, default: Option<Duration>) -> Arc<Self> {
+            Arc::new(Self {
+                fetches: AtomicUsize::new(0),
+                latency,
+                answers: StdMutex::new(Vec::new()),
+                default,
+            })
+        }
+        fn then(self: &Arc<Self>, answer: Option<Duration>) -> &Arc<Self> {
+            self.answers.lock().unwrap().insert(0, answer);
+            self
+        }
+        fn count(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+    }
+
+    impl TokenSource for Scripted {
+        fn fetch<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<Token>> {
+            Box::pin(async move {
+                let n = self.fetches.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(self.latency).await;
+                let answer = self.answers.lock().unwrap().pop().unwrap_or(self.default);
+                match answer {
+                    // Paused tokio time does not move SystemTime: derive expiry
+                    // from the lifetime at the moment of the answer.
+                    Some(lifetime) => Ok(Token {
+                        value: Secret::new(format!("token-{n}")),
+                        kind: request.kind(),
+                        expires_at: SystemTime::now() + lifetime,
+                    }),
+                    None => Err(Error::Unavailable {
+                        endpoint: "scripted".into(),
+                        detail: "HTTP 503".into(),
+                    }),
+                }
+            })
+        }
+        fn identity(&self) -> String {
+            "scripted".into()
+        }
+        fn describe(&self) -> SourceDescription {
+            SourceDescription {
+                kind: SourceKind::Metadata,
+                origin: "test".into(),
+                principal: None,
+                impersonating: None,
+                quota_project_id: None,
+                token_uri: None,
+            }
+        }
+    }
+
+    fn id() -> TokenRequest {
+        TokenRequest::id("https://svc.example")
+    }
+
+    /// Lets spawned tasks run to completion under paused time.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn schedule_keeps_short_tokens_reusable() {
+        let now = Instant::now();
+        let (refresh, usable) = schedule(now, Duration::from_secs(3600), DEFAULT_REFRESH_WINDOW);
+        assert_eq!(refresh - now, Duration::from_secs(3300));
+        assert_eq!(usable - now, Duration::from_secs(3590));
+        let (refresh, usable) = schedule(now, Duration::from_secs(60), DEFAULT_REFRESH_WINDOW);
+        assert_eq!(refresh - now, Duration::from_secs(45));
+        assert_eq!(usable - now, Duration::from_secs(57));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fresh_token_is_served_without_a_fetch() {
+        let src = Scripted::new(Duration::from_millis(100), Some(Duration::from_secs(3600)));
+        let cache = TokenCache::new(src.clone());
+        let rt = Handle::current();
+        let first = cache.get(&id(), &rt).await.unwrap();
+        for _ in 0..10 {
+            let again = cache.peek(&id(), || rt.clone()).expect("cached");
+            assert_eq!(again.value.expose(), first.value.expose());
+        }
+        assert_eq!(src.count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_cold_callers_share_one_fetch() {
+        let src = Scripted::new(Duration::from_millis(100), Some(Duration::from_secs(3600)));
+        let cache = TokenCache::new(src.clone());
+        let rt = Handle::current();
+        let calls: Vec<_> = (0..100)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                let rt = rt.clone();
+                tokio::spawn(async move { cache.get(&id(), &rt).await.map(|t| t.value.clone()) })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap().unwrap().expose(), "token-0");
+        }
+        assert_eq!(src.count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_in_refresh_window_is_served_while_one_refresh_runs() {
+        let src = Scripted::new(Duration::from_millis(100), Some(Duration::from_secs(60)));
+        let cache = TokenCache::new(src.clone());
+        let rt = Handle::current();
+        cache.get(&id(), &rt).await.unwrap();
+        tokio::time::advance(Duration::from_secs(50)).await; // window starts at 45 s
+        for _ in 0..5 {
+            let t = cache.peek(&id(), || rt.clone()).expect("still valid");
+            assert_eq!(t.value.expose(), "token-0");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        settle().await;
+        assert_eq!(src.count(), 2, "exactly one background refresh");
+        assert_eq!(
+            cache.peek(&id(), || rt.clone()).unwrap().value.expose(),
+            "token-1"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_background_refresh_keeps_serving_then_error_surfaces_after_expiry() {
+        let src = Scripted::new(Duration::from_millis(10), None);
+        src.then(Some(Duration::from_secs(60)));
+        let cache = TokenCache::new(src.clone());
+        let rt = Handle::current();
+        cache.get(&id(), &rt).await.unwrap();
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert!(cache.peek(&id(), || rt.clone()).is_some());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
+        assert_eq!(src.count(), 2);
+        // Still served after the failure, and no refresh storm during the backoff.
+        assert_eq!(
+            cache.peek(&id(), || rt.clone()).unwrap().value.expose(),
+            "token-0"
+        );
+        assert_eq!(src.count(), 2);
+        tokio::time::advance(Duration::from_secs(10)).await; // past usable_until (57 s)
+        assert!(cache.peek(&id(), || rt.clone()).is_none());
+        let err = cache.get(&id(), &rt).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_is_not_cached_the_next_call_fetches_again() {
+        let src = Scripted::new(Duration::from_millis(10), Some(Duration::from_secs(3600)));
+        src.then(None);
+        let cache = TokenCache::new(src.clone());
+        let rt = Handle::current();
+        assert!(cache.get(&id(), &rt).await.is_err());
+        assert_eq!(
+            cache.get(&id(), &rt).await.unwrap().value.expose(),
+            "token-1"
+        );
+        assert_eq!(src.count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kinds_audiences_and_scopes_are_separate_entries() {
+        let src = Scripted::new(Duration::ZERO, Some(Duration::from_secs(3600)));
+        let cache = TokenCache::new(src.clone());
+        let rt = Handle::current();
+        cache.get(&TokenRequest::id("a"), &rt).await.unwrap();
+        cache.get(&TokenRequest::id("b"), &rt).await.unwrap();
+        cache
+            .get(&TokenRequest::access(["x", "y"]), &rt)
+            .await
+            .unwrap();
+        cache
+            .get(&TokenRequest::access(["y", "x"]), &rt)
+            .await
+            .unwrap();
+        assert_eq!(src.count(), 3);
+        assert_eq!(
+            cache
+                .peek(&TokenRequest::id("a"), || rt.clone())
+                .unwrap()
+                .kind,
+            TokenKind::Id
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_does_not_cancel_the_shared_fetch() {
+        let src = Scripted::new(Duration::from_millis(100), Some(Duration::from_secs(3600)));
+        let cache = TokenCache::new(src.clone());
+        let rt = Handle::current();
+        let first = {
+            let cache = Arc::clone(&cache);
+            let rt = rt.clone();
+            tokio::spawn(async move { cache.get(&id(), &rt).await.map(drop) })
+        };
+        settle().await;
+        first.abort();
+        assert!(cache.get(&id(), &rt).await.is_ok());
+        assert_eq!(src.count(), 1);
+    }
+}

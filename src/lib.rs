@@ -4,10 +4,12 @@
 
 pub mod adc;
 pub mod cache;
+// pub mod credentials; (lands with the sources)
 pub mod error;
 pub mod http;
 pub mod python;
 pub mod request;
+pub mod runtime;
 pub mod sources;
 pub mod token;
 
