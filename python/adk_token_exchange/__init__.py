@@ -1,0 +1,196 @@
+"""Google ID and access tokens for ADK agents calling Cloud Run, Cloud Functions and IAP.
+
+ADK's own service-account exchanger sends an OAuth2 access token, which a
+Cloud Run service with "Require authentication" rejects with 401
+(google/adk-python#4458). Cloud Run wants an OIDC ID token whose audience is
+the service URL::
+
+    import adk_token_exchange
+
+    McpToolset(
+        connection_params=StreamableHTTPConnectionParams(url=MCP_URL),
+        auth_scheme=OAuth2(flows=OAuthFlows(clientCredentials=OAuthFlowClientCredentials(
+            tokenUrl="https://oauth2.googleapis.com/token", scopes={}))),
+        auth_credential=adk_token_exchange.id_token_credential(MCP_URL),
+    )
+
+``id_token_credential`` installs the exchanger; with a hand-built
+``ServiceAccount(use_id_token=True, audience=...)`` call :func:`install` once.
+Importing this package does not import ADK.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _native
+from ._native import configure
+from .errors import (
+    ConfigurationError,
+    CredentialsNotFoundError,
+    PermanentError,
+    TokenExchangeError,
+    TransientError,
+    UpstreamTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from google.adk.auth.auth_credential import AuthCredential
+
+    from .exchanger import ServiceAccountExchanger
+
+__all__ = [
+    "ConfigurationError",
+    "CredentialsNotFoundError",
+    "PermanentError",
+    "ServiceAccountExchanger",
+    "TokenExchangeError",
+    "TransientError",
+    "UpstreamTimeoutError",
+    "__version__",
+    "access_token_credential",
+    "clear_cache",
+    "configure",
+    "id_token_credential",
+    "install",
+    "is_installed",
+    "uninstall",
+]
+
+__version__: str = _native.__version__
+
+_CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+
+
+def install() -> None:
+    """Make ADK use this package's exchanger for service-account credentials.
+
+    Idempotent and thread-safe. Afterwards every ADK ``CredentialManager``
+    created (MCP tools and toolsets, authenticated function tools, remote A2A
+    agents) and every OpenAPI tool's ``AutoAuthCredentialExchanger`` exchange
+    ``AuthCredentialTypes.SERVICE_ACCOUNT`` credentials through one shared
+    :class:`ServiceAccountExchanger` (one token cache per process).
+    Registration goes through ADK's public ``register_credential_exchanger``.
+
+    Call it before building tools: an ADK object created earlier keeps ADK's
+    exchanger. :func:`id_token_credential` and :func:`access_token_credential`
+    call it for you.
+    """
+    from . import _adk
+
+    _adk.install()
+
+
+def uninstall() -> None:
+    """Undo :func:`install`: ADK's own exchanger is used again.
+
+    ADK objects configured while installed get ADK's exchanger back too.
+    Idempotent. Cached tokens are kept (see :func:`clear_cache`).
+    """
+    if "adk_token_exchange._adk" in sys.modules:
+        from . import _adk
+
+        _adk.uninstall()
+
+
+def is_installed() -> bool:
+    """Whether :func:`install` is in effect."""
+    module = sys.modules.get("adk_token_exchange._adk")
+    return bool(module is not None and module.is_installed())
+
+
+def id_token_credential(
+    audience: str,
+    *,
+    service_account_key: dict[str, Any] | str | Any = None,
+    impersonate: str | Sequence[str] | None = None,
+    delegates: Sequence[str] = (),
+    exact: bool = False,
+) -> AuthCredential:
+    """An ADK credential that becomes an OIDC ID token for ``audience``.
+
+    Pass it as ``McpToolset(auth_credential=...)`` (with an ``auth_scheme``) or
+    to an OpenAPI tool; calls :func:`install`.
+
+    Args:
+      audience: The receiving service. A URL such as
+        ``https://svc-xyz.a.run.app/mcp`` becomes its origin
+        (``https://svc-xyz.a.run.app``), which is what Cloud Run checks the
+        token's ``aud`` against. Anything else (an IAP OAuth client id, a
+        custom audience) is used verbatim, as is a URL with ``exact=True``.
+      service_account_key: A service account key as a dict or its JSON text,
+        or the path of any credentials file (service_account,
+        authorized_user, impersonated_service_account; read at first use).
+        ``None`` uses Application Default Credentials: the metadata server
+        on Cloud Run / GKE / GCE, ``GOOGLE_APPLICATION_CREDENTIALS``, or
+        gcloud's ``application-default login``.
+      impersonate: A service account email to mint the token as (IAM
+        Credentials ``generateIdToken``), or a sequence
+        ``[delegate, ..., target]`` for a delegation chain. Lets a developer's
+        gcloud login mint ID tokens with the real audience.
+      delegates: The delegation chain, as an alternative to passing it in
+        ``impersonate``.
+      exact: Use a URL ``audience`` verbatim instead of its origin.
+
+    Returns:
+      ``AuthCredential(auth_type=SERVICE_ACCOUNT,
+      service_account=ServiceAccount(use_id_token=True, audience=...))``.
+
+    Raises:
+      ConfigurationError: An argument is unusable (the message says which).
+    """
+    from . import _adk
+
+    return _adk.id_token_credential(
+        audience,
+        service_account_key=service_account_key,
+        impersonate=impersonate,
+        delegates=delegates,
+        exact=exact,
+    )
+
+
+def access_token_credential(
+    scopes: Sequence[str] | str = (_CLOUD_PLATFORM,),
+    *,
+    service_account_key: dict[str, Any] | str | Any = None,
+    impersonate: str | Sequence[str] | None = None,
+    delegates: Sequence[str] = (),
+) -> AuthCredential:
+    """An ADK credential that becomes an OAuth2 access token for ``scopes``.
+
+    For Google APIs and OpenAPI tools that take access tokens. Arguments as in
+    :func:`id_token_credential`; calls :func:`install`. When the credential
+    carries a quota project, requests also send ``x-goog-user-project``.
+
+    Raises:
+      ConfigurationError: An argument is unusable (the message says which).
+    """
+    from . import _adk
+
+    return _adk.access_token_credential(
+        scopes,
+        service_account_key=service_account_key,
+        impersonate=impersonate,
+        delegates=delegates,
+    )
+
+
+def clear_cache() -> None:
+    """Forget every cached token, resolved credential and built result."""
+    _native.clear_cache()
+    module = sys.modules.get("adk_token_exchange._adk")
+    if module is not None:
+        module.forget()
+
+
+def __getattr__(name: str) -> Any:
+    # ServiceAccountExchanger subclasses ADK's BaseCredentialExchanger, so it
+    # imports ADK: only when asked for.
+    if name == "ServiceAccountExchanger":
+        from .exchanger import ServiceAccountExchanger
+
+        return ServiceAccountExchanger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
