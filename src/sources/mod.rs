@@ -4,10 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::{Duration, SystemTime};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::request::TokenRequest;
-use crate::token::Token;
+use crate::token::{jwt_expiry, Secret, Token, TokenKind};
 
 pub mod authorized_user;
 pub mod impersonated;
@@ -61,4 +62,334 @@ pub trait TokenSource: Send + Sync + fmt::Debug {
     fn identity(&self) -> String;
 
     fn describe(&self) -> SourceDescription;
+}
+
+/// The JSON credential file format shared by gcloud, google-auth and
+/// `GOOGLE_APPLICATION_CREDENTIALS` (<https://google.aip.dev/auth/4112>,
+/// 4113, 4114): every field of every supported `type`, all optional, so
+/// missing ones are reported by name. Secrets go straight into [`Secret`].
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+pub struct CredentialFile {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub client_email: Option<String>,
+    pub private_key: Option<Secret>,
+    pub private_key_id: Option<String>,
+    pub token_uri: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub refresh_token: Option<Secret>,
+    pub quota_project_id: Option<String>,
+    pub service_account_impersonation_url: Option<String>,
+    pub delegates: Option<Vec<String>>,
+    pub source_credentials: Option<Box<CredentialFile>>,
+}
+
+impl fmt::Debug for CredentialFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialFile")
+            .field("type", &self.kind)
+            .field("client_email", &self.client_email)
+            .field("client_id", &self.client_id)
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A non-empty string field or a Config error naming `origin` and `field`.
+pub(crate) fn required<T: NonEmpty>(
+    value: Option<T>,
+    origin: &str,
+    kind: SourceKind,
+    field: &str,
+) -> Result<T> {
+    match value {
+        Some(v) if !v.is_blank() => Ok(v),
+        _ => Err(Error::Config(format!(
+            "{origin}: field `{field}` is missing or empty (required for type \"{}\")",
+            kind.as_str()
+        ))),
+    }
+}
+
+/// Values `required` can check for emptiness.
+pub(crate) trait NonEmpty {
+    fn is_blank(&self) -> bool;
+}
+
+impl NonEmpty for String {
+    fn is_blank(&self) -> bool {
+        self.trim().is_empty()
+    }
+}
+
+impl NonEmpty for Secret {
+    fn is_blank(&self) -> bool {
+        self.expose().trim().is_empty()
+    }
+}
+
+/// An optional string field; blank counts as absent.
+pub(crate) fn optional(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// Google's OAuth2 token endpoint, used when a file names none.
+pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
+/// Longest token lifetime believed; anything longer is a broken response.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// An access token from an OAuth2 token response (RFC 6749 §5.1):
+/// `{"access_token", "expires_in", ...}`. The metadata server answers in the
+/// same shape.
+pub(crate) fn access_token_from_json(endpoint: &str, body: &[u8]) -> Result<Token> {
+    #[derive(serde::Deserialize)]
+    struct Response {
+        access_token: Option<Secret>,
+        expires_in: Option<serde_json::Number>,
+    }
+    let r: Response = serde_json::from_slice(body)
+        .map_err(|e| invalid(endpoint, json_problem(&e, "the token response")))?;
+    let value = r
+        .access_token
+        .filter(|t| !t.is_blank())
+        .ok_or_else(|| invalid(endpoint, "no `access_token` in the response".into()))?;
+    let secs = r
+        .expires_in
+        .and_then(|n| n.as_f64())
+        .ok_or_else(|| invalid(endpoint, "no numeric `expires_in` in the response".into()))?;
+    if !(secs > 0.0 && secs <= MAX_LIFETIME.as_secs_f64()) {
+        return Err(invalid(
+            endpoint,
+            format!(
+                "`expires_in` is {secs}, outside (0, {}] seconds",
+                MAX_LIFETIME.as_secs()
+            ),
+        ));
+    }
+    Ok(Token {
+        value,
+        kind: TokenKind::Access,
+        expires_at: SystemTime::now() + Duration::from_secs_f64(secs),
+    })
+}
+
+/// An access token with an absolute expiry, checked for sanity.
+pub(crate) fn access_token_until(
+    endpoint: &str,
+    value: Secret,
+    expires_at: SystemTime,
+) -> Result<Token> {
+    check_expiry(endpoint, expires_at)?;
+    Ok(Token {
+        value,
+        kind: TokenKind::Access,
+        expires_at,
+    })
+}
+
+/// An ID token (a JWT) whose expiry is its `exp` claim.
+pub(crate) fn id_token_from_jwt(endpoint: &str, jwt: Secret) -> Result<Token> {
+    let expires_at = jwt_expiry(jwt.expose().trim()).ok_or_else(|| {
+        invalid(
+            endpoint,
+            "the ID token is not a JWT with a numeric `exp` claim".into(),
+        )
+    })?;
+    check_expiry(endpoint, expires_at)?;
+    let value = if jwt.expose().trim().len() == jwt.expose().len() {
+        jwt
+    } else {
+        Secret::new(jwt.expose().trim())
+    };
+    Ok(Token {
+        value,
+        kind: TokenKind::Id,
+        expires_at,
+    })
+}
+
+fn check_expiry(endpoint: &str, expires_at: SystemTime) -> Result<()> {
+    let now = SystemTime::now();
+    if expires_at <= now {
+        return Err(invalid(
+            endpoint,
+            "the token is already expired; if this repeats, check the system clock".into(),
+        ));
+    }
+    if expires_at > now + MAX_LIFETIME + Duration::from_secs(300) {
+        return Err(invalid(
+            endpoint,
+            "the token claims to live longer than a day".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn invalid(endpoint: &str, detail: String) -> Error {
+    Error::InvalidResponse {
+        endpoint: endpoint.to_owned(),
+        detail,
+    }
+}
+
+/// Describes a serde_json error without quoting the input (which may hold a
+/// secret): category and position only.
+pub(crate) fn json_problem(e: &serde_json::Error, what: &str) -> String {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not valid JSON",
+        Category::Data => "has a field of the wrong type",
+        Category::Eof => "is truncated JSON",
+    };
+    format!("{what} {kind} (line {}, column {})", e.line(), e.column())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Fixtures shared by the sources' and ADC's tests.
+
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    use base64::Engine as _;
+
+    /// TEST-ONLY keys from tests/data (see its README): grant nothing.
+    pub const PKCS1_PEM: &str = include_str!("../../tests/data/test_rsa_pkcs1.pem");
+    pub const PKCS1_PUB_PEM: &str = include_str!("../../tests/data/test_rsa_pkcs1.pub.pem");
+    pub const PKCS8_PEM: &str = include_str!("../../tests/data/test_rsa_pkcs8.pem");
+
+    /// Serializes tests that change environment variables or global settings.
+    pub static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+    pub fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+        ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A service account key file as Google issues it.
+    pub fn key_json(email: &str, pem: &str, token_uri: &str) -> String {
+        serde_json::json!({
+            "type": "service_account",
+            "project_id": "proj",
+            "private_key_id": "test-key-id",
+            "private_key": pem,
+            "client_email": email,
+            "client_id": "1234567890",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": token_uri,
+        })
+        .to_string()
+    }
+
+    /// gcloud's `application_default_credentials.json` after a user login.
+    pub fn user_json(token_uri: Option<&str>) -> String {
+        let mut v = serde_json::json!({
+            "type": "authorized_user",
+            "client_id": "764086051850-test.apps.googleusercontent.com",
+            "client_secret": "d-TEST-SECRET",
+            "refresh_token": "1//TEST-REFRESH",
+            "quota_project_id": "quota-proj",
+        });
+        if let Some(uri) = token_uri {
+            v["token_uri"] = uri.into();
+        }
+        v.to_string()
+    }
+
+    /// An unsigned JWT with `exp` = now + `secs`.
+    pub fn jwt_expiring_in(secs: i64) -> String {
+        let exp = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + secs;
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!(
+            "{}.{}.c2ln",
+            b(r#"{"alg":"RS256","typ":"JWT"}"#),
+            b(&format!(r#"{{"aud":"https://svc.run.app","exp":{exp}}}"#))
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::jwt_expiring_in;
+    use super::*;
+
+    #[test]
+    fn access_token_response_with_sane_lifetime_is_accepted() {
+        let t = access_token_from_json(
+            "e",
+            br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.value.expose(), "ya29.x");
+        assert_eq!(t.kind, TokenKind::Access);
+        let left = t.remaining(SystemTime::now()).as_secs();
+        assert!((3590..=3599).contains(&left), "{left}");
+    }
+
+    #[test]
+    fn absurd_expires_in_is_an_invalid_response() {
+        for body in [
+            r#"{"access_token":"a","expires_in":0}"#,
+            r#"{"access_token":"a","expires_in":-5}"#,
+            r#"{"access_token":"a","expires_in":86401}"#,
+            r#"{"access_token":"a","expires_in":"3600"}"#,
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"","expires_in":3600}"#,
+            r#"{"expires_in":3600}"#,
+            r#"not json"#,
+        ] {
+            let e = access_token_from_json("https://t", body.as_bytes()).unwrap_err();
+            assert!(matches!(e, Error::InvalidResponse { .. }), "{body}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_response_errors_never_quote_the_body() {
+        let e = access_token_from_json(
+            "e",
+            br#"{"access_token":"ya29.SENTINEL","expires_in":"ya29.SENTINEL"}"#,
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("SENTINEL"), "{e}");
+    }
+
+    #[test]
+    fn id_token_expiry_comes_from_its_exp_claim() {
+        let t = id_token_from_jwt("e", Secret::new(jwt_expiring_in(3600))).unwrap();
+        assert_eq!(t.kind, TokenKind::Id);
+        assert!(t.remaining(SystemTime::now()) > Duration::from_secs(3590));
+    }
+
+    #[test]
+    fn non_jwt_or_expired_id_tokens_are_invalid_responses() {
+        for jwt in [
+            "ya29.opaque",
+            "",
+            &jwt_expiring_in(-10),
+            &jwt_expiring_in(3 * 86400),
+        ] {
+            let e = id_token_from_jwt("e", Secret::new(jwt)).unwrap_err();
+            assert!(matches!(e, Error::InvalidResponse { .. }), "{jwt}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn credential_file_debug_hides_secrets() {
+        let f: CredentialFile = serde_json::from_str(
+            r#"{"type":"authorized_user","client_secret":"S3CRET","refresh_token":"1//R3FRESH"}"#,
+        )
+        .unwrap();
+        let text = format!("{f:?}");
+        assert!(
+            !text.contains("S3CRET") && !text.contains("R3FRESH"),
+            "{text}"
+        );
+    }
 }
