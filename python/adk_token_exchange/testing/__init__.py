@@ -1,0 +1,51 @@
+"""Test Google ADK agents offline: a local Google and Cloud-Run-like protected services.
+
+:class:`GoogleEmulator` serves Google's OAuth token endpoint, metadata server,
+IAM Credentials API and signing certificates on loopback, speaking the
+documented protocols, so real clients (google-auth, gcloud's ADC files, this
+package) work against it through the files and variables users already have:
+``token_uri`` in a key file, ``GCE_METADATA_HOST``, an impersonation URL.
+:class:`ProtectedMcpServer` checks ID tokens as Cloud Run does;
+:class:`ProtectedRestServer` checks access tokens as Google APIs do.
+
+Example::
+
+    from adk_token_exchange.testing import GoogleEmulator, ProtectedMcpServer
+
+    with GoogleEmulator() as google, ProtectedMcpServer(google) as mcp_server:
+        key = google.service_account_info()
+        ...  # an agent with McpToolset(url=mcp_server.url, auth_credential=...)
+
+This module is independent of the package's Rust core; it needs PyJWT,
+cryptography, uvicorn and the ``mcp`` SDK (1.x or 2.x), all of which ADK brings.
+"""
+
+from ._mcp_compat import open_mcp_session
+from .emulator import (
+    CLOUD_PLATFORM_SCOPE,
+    GCLOUD_ADC_CLIENT_ID,
+    GCLOUD_CLIENT_ID,
+    GOOGLE_ISSUER,
+    AccessTokenInfo,
+    EndpointKind,
+    GoogleEmulator,
+    InvalidIdToken,
+    RequestRecord,
+)
+from .protected import AuthDecision, ProtectedMcpServer, ProtectedRestServer
+
+__all__ = [
+    "CLOUD_PLATFORM_SCOPE",
+    "GCLOUD_ADC_CLIENT_ID",
+    "GCLOUD_CLIENT_ID",
+    "GOOGLE_ISSUER",
+    "AccessTokenInfo",
+    "AuthDecision",
+    "EndpointKind",
+    "GoogleEmulator",
+    "InvalidIdToken",
+    "ProtectedMcpServer",
+    "ProtectedRestServer",
+    "RequestRecord",
+    "open_mcp_session",
+]
