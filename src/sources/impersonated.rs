@@ -1,1 +1,744 @@
-//! placeholder, being written
+//! Service account impersonation: any credential (a gcloud user login, a
+//! key, the metadata server) asks IAM for a short-lived token of a *target*
+//! service account. This is how a developer's laptop login mints ID tokens
+//! with the real audience, which `authorized_user` alone cannot.
+//!
+//! Protocol: IAM Service Account Credentials API
+//! (<https://cloud.google.com/iam/docs/reference/credentials/rest>), called
+//! with the source credential's cloud-platform access token:
+//! - `POST {iam}/v1/projects/-/serviceAccounts/{target}:generateAccessToken`
+//!   `{"scope": [...], "delegates": [...], "lifetime": "3600s"}` →
+//!   `{"accessToken", "expireTime"}` (RFC 3339);
+//! - `POST {iam}/v1/projects/-/serviceAccounts/{target}:generateIdToken`
+//!   `{"audience", "includeEmail": true, "delegates": [...]}` → `{"token"}`.
+//!
+//! `delegates` is the chain caller → `delegates[0]` → … → target; each link
+//! needs `roles/iam.serviceAccountTokenCreator` on the next
+//! (<https://cloud.google.com/iam/docs/create-short-lived-credentials-delegated>).
+//!
+//! Where `{iam}` comes from:
+//! - an `impersonated_service_account` file (what `gcloud auth
+//!   application-default login --impersonate-service-account` writes): the
+//!   origin of its `service_account_impersonation_url`;
+//! - explicit impersonation ([`Impersonation`]):
+//!   `https://iamcredentials.googleapis.com`, or the user-facing setting
+//!   `ADK_TOKEN_EXCHANGE_IAM_ENDPOINT` (like google-auth's
+//!   `iam_endpoint_override`: for Private Service Connect endpoints, or a
+//!   local emulator). It must be https, or http to a loopback host.
+//!
+//! ```no_run
+//! # async fn run() -> adk_token_exchange::error::Result<()> {
+//! use adk_token_exchange::{adc, request::TokenRequest, sources::impersonated::Impersonation};
+//! let target = Impersonation { target: "mcp-caller@proj.iam.gserviceaccount.com".into(), delegates: vec![] };
+//! let source = adc::application_default(Some(target)).await?.source;
+//! let id = source.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")).await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::Url;
+
+use super::{
+    access_token_until, id_token_from_jwt, invalid, json_problem, optional, required, BoxFuture,
+    CredentialFile, SourceDescription, SourceKind, TokenSource,
+};
+use crate::error::{Error, Result};
+use crate::http::{self, Call};
+use crate::request::{TokenRequest, CLOUD_PLATFORM};
+use crate::token::{Secret, Token};
+
+/// Google's IAM Service Account Credentials endpoint.
+pub const DEFAULT_IAM_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
+/// User-facing override of [`DEFAULT_IAM_ENDPOINT`] for explicit impersonation.
+pub const IAM_ENDPOINT_VAR: &str = "ADK_TOKEN_EXCHANGE_IAM_ENDPOINT";
+
+/// Requested lifetime of impersonated access tokens (IAM's default and the
+/// longest allowed without an org-policy exception).
+const LIFETIME: &str = "3600s";
+
+/// Which service account to impersonate, through which delegation chain.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Impersonation {
+    /// Target service account email.
+    pub target: String,
+    /// Intermediate service accounts (emails or `projects/-/serviceAccounts/…`).
+    pub delegates: Vec<String>,
+}
+
+impl Impersonation {
+    pub fn new(target: impl Into<String>) -> Self {
+        Impersonation {
+            target: target.into(),
+            delegates: Vec::new(),
+        }
+    }
+}
+
+/// A source that impersonates `target` using `inner`'s access token.
+pub struct ImpersonatedServiceAccount {
+    inner: Arc<dyn TokenSource>,
+    target: String,
+    /// As IAM wants them: `projects/-/serviceAccounts/EMAIL`.
+    delegates: Vec<String>,
+    iam: Url,
+    quota_project_id: Option<String>,
+    origin: String,
+}
+
+impl ImpersonatedServiceAccount {
+    /// Impersonation on top of `inner`, at the IAM endpoint from
+    /// `$ADK_TOKEN_EXCHANGE_IAM_ENDPOINT` or Google's.
+    pub fn new(inner: Arc<dyn TokenSource>, imp: Impersonation) -> Result<Self> {
+        let (endpoint, what) = match std::env::var(IAM_ENDPOINT_VAR) {
+            Ok(v) if !v.trim().is_empty() => (v, IAM_ENDPOINT_VAR.to_owned()),
+            _ => (DEFAULT_IAM_ENDPOINT.to_owned(), "IAM endpoint".to_owned()),
+        };
+        let iam = iam_origin(&endpoint, &what)?;
+        let origin = format!(
+            "{} impersonating {}",
+            inner.describe().origin,
+            imp.target.trim()
+        );
+        Self::build(inner, imp, iam, None, origin, &what)
+    }
+
+    /// An `impersonated_service_account` credential file; `source` builds
+    /// the nested `source_credentials`. `origin` names the file in errors.
+    pub fn from_file(
+        f: CredentialFile,
+        origin: &str,
+        source: impl FnOnce(CredentialFile, &str) -> Result<Arc<dyn TokenSource>>,
+    ) -> Result<Self> {
+        let kind = SourceKind::ImpersonatedServiceAccount;
+        let url_field = format!("{origin}: field `service_account_impersonation_url`");
+        let url = required(
+            f.service_account_impersonation_url,
+            origin,
+            kind,
+            "service_account_impersonation_url",
+        )?;
+        let (iam, target) = parse_impersonation_url(&url, &url_field)?;
+        let inner_file = *f.source_credentials.ok_or_else(|| {
+            Error::Config(format!(
+                "{origin}: field `source_credentials` is missing (required for type \"{}\")",
+                kind.as_str()
+            ))
+        })?;
+        let inner = source(inner_file, &format!("{origin}: source_credentials"))?;
+        let imp = Impersonation {
+            target,
+            delegates: f.delegates.unwrap_or_default(),
+        };
+        Self::build(
+            inner,
+            imp,
+            iam,
+            optional(f.quota_project_id),
+            origin.to_owned(),
+            &url_field,
+        )
+    }
+
+    fn build(
+        inner: Arc<dyn TokenSource>,
+        imp: Impersonation,
+        iam: Url,
+        quota_project_id: Option<String>,
+        origin: String,
+        what: &str,
+    ) -> Result<Self> {
+        let target = check_email(&imp.target, &format!("{what}: target service account"))?;
+        let delegates = imp
+            .delegates
+            .iter()
+            .map(|d| {
+                let d = d.trim();
+                let email = d.strip_prefix("projects/-/serviceAccounts/").unwrap_or(d);
+                check_email(email, &format!("{what}: delegate"))
+                    .map(|e| format!("projects/-/serviceAccounts/{e}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ImpersonatedServiceAccount {
+            inner,
+            target,
+            delegates,
+            iam,
+            quota_project_id,
+            origin,
+        })
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The source whose token authenticates the IAM calls.
+    pub fn inner(&self) -> &Arc<dyn TokenSource> {
+        &self.inner
+    }
+
+    fn method_url(&self, method: &str) -> Url {
+        let mut u = self.iam.clone();
+        u.set_path(&format!(
+            "/v1/projects/-/serviceAccounts/{}:{method}",
+            self.target
+        ));
+        u
+    }
+
+    async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
+        if let TokenRequest::Id { audience } = request {
+            if audience.trim().is_empty() {
+                return Err(Error::Config(
+                    "an ID token needs a non-empty audience".into(),
+                ));
+            }
+        }
+        let caller = self
+            .inner
+            .fetch(&TokenRequest::access([CLOUD_PLATFORM]))
+            .await?;
+        let (url, body) = match request {
+            TokenRequest::Access { scopes } => (
+                self.method_url("generateAccessToken"),
+                serde_json::json!({"scope": scopes, "delegates": self.delegates, "lifetime": LIFETIME}),
+            ),
+            TokenRequest::Id { audience } => (
+                self.method_url("generateIdToken"),
+                serde_json::json!({"audience": audience, "includeEmail": true, "delegates": self.delegates}),
+            ),
+        };
+        let endpoint = http::endpoint_label(&url);
+        let json =
+            serde_json::to_vec(&body).map_err(|e| Error::Internal(format!("request body: {e}")))?;
+        let call = Call::post_json(url, json, "token request").bearer(caller.value.clone());
+        drop(caller);
+        let reply = http::send(&call).await.map_err(|e| self.explain(e))?;
+        match request {
+            TokenRequest::Access { .. } => {
+                #[derive(serde::Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct AccessResponse {
+                    access_token: Option<Secret>,
+                    expire_time: Option<String>,
+                }
+                let r: AccessResponse = serde_json::from_slice(&reply.body)
+                    .map_err(|e| invalid(&endpoint, json_problem(&e, "the response")))?;
+                let value = r
+                    .access_token
+                    .filter(|t| !t.expose().trim().is_empty())
+                    .ok_or_else(|| invalid(&endpoint, "no `accessToken` in the response".into()))?;
+                let expires_at = r
+                    .expire_time
+                    .as_deref()
+                    .and_then(parse_rfc3339)
+                    .ok_or_else(|| {
+                        invalid(&endpoint, "no RFC 3339 `expireTime` in the response".into())
+                    })?;
+                access_token_until(&endpoint, value, expires_at)
+            }
+            TokenRequest::Id { .. } => {
+                #[derive(serde::Deserialize)]
+                struct IdResponse {
+                    token: Option<Secret>,
+                }
+                let r: IdResponse = serde_json::from_slice(&reply.body)
+                    .map_err(|e| invalid(&endpoint, json_problem(&e, "the response")))?;
+                let jwt = r
+                    .token
+                    .ok_or_else(|| invalid(&endpoint, "no `token` in the response".into()))?;
+                id_token_from_jwt(&endpoint, jwt)
+            }
+        }
+    }
+
+    /// Who IAM saw as the caller, as an IAM member string.
+    fn caller_member(&self) -> String {
+        let d = self.inner.describe();
+        match (d.kind, d.principal, d.impersonating) {
+            (SourceKind::AuthorizedUser, _, _) => {
+                "user:YOUR_EMAIL (the account of `gcloud auth application-default login`)"
+                    .to_owned()
+            }
+            (_, _, Some(target)) => format!("serviceAccount:{target}"),
+            (_, Some(email), None) => format!("serviceAccount:{email}"),
+            (_, None, None) => {
+                "serviceAccount:ATTACHED_SA (the workload's service account)".to_owned()
+            }
+        }
+    }
+
+    fn explain(&self, e: Error) -> Error {
+        let target = self.target.clone();
+        let member = self.caller_member();
+        let e = http::with_hint(e, Some(403), |_| {
+            format!(
+                "grant roles/iam.serviceAccountTokenCreator on {target} to {member}: \
+                 `gcloud iam service-accounts add-iam-policy-binding {target} \
+                 --member=\"{member}\" --role=roles/iam.serviceAccountTokenCreator` \
+                 (and enable iamcredentials.googleapis.com in the caller's project)"
+            )
+        });
+        let target = self.target.clone();
+        http::with_hint(e, Some(404), |_| {
+            format!("service account {target} does not exist; check the email")
+        })
+    }
+}
+
+impl fmt::Debug for ImpersonatedServiceAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImpersonatedServiceAccount")
+            .field("inner", &self.inner)
+            .field("target", &self.target)
+            .field("delegates", &self.delegates)
+            .field("iam", &self.iam.as_str())
+            .finish()
+    }
+}
+
+impl TokenSource for ImpersonatedServiceAccount {
+    fn fetch<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<Token>> {
+        Box::pin(self.fetch_token(request))
+    }
+
+    fn identity(&self) -> String {
+        let mut id = self.inner.identity();
+        for d in &self.delegates {
+            id.push('>');
+            id.push_str(d.trim_start_matches("projects/-/serviceAccounts/"));
+        }
+        id.push('>');
+        id.push_str(&self.target);
+        let iam = self.iam.as_str().trim_end_matches('/');
+        if iam != DEFAULT_IAM_ENDPOINT {
+            id.push_str(&format!("[{iam}]"));
+        }
+        id
+    }
+
+    fn describe(&self) -> SourceDescription {
+        let inner = self.inner.describe();
+        SourceDescription {
+            kind: SourceKind::ImpersonatedServiceAccount,
+            origin: self.origin.clone(),
+            principal: inner.impersonating.or(inner.principal),
+            impersonating: Some(self.target.clone()),
+            quota_project_id: self.quota_project_id.clone().or(inner.quota_project_id),
+            token_uri: Some(self.iam.as_str().trim_end_matches('/').to_owned()),
+        }
+    }
+}
+
+/// The scheme://host[:port] of an IAM endpoint setting, checked for https.
+fn iam_origin(raw: &str, what: &str) -> Result<Url> {
+    let url = http::secure_endpoint(raw, what)?;
+    let mut origin = url.clone();
+    origin.set_path("/");
+    origin.set_query(None);
+    origin.set_fragment(None);
+    Ok(origin)
+}
+
+/// `https://host/v1/projects/-/serviceAccounts/EMAIL:generateAccessToken` →
+/// (origin, EMAIL).
+fn parse_impersonation_url(raw: &str, what: &str) -> Result<(Url, String)> {
+    let origin = iam_origin(raw, what)?;
+    let bad = || {
+        Error::Config(format!(
+            "{what}: {raw:?} is not of the form \
+             https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/EMAIL:generateAccessToken"
+        ))
+    };
+    let url = Url::parse(raw.trim()).map_err(|_| bad())?;
+    let path = url.path();
+    let rest = path
+        .rsplit_once("/serviceAccounts/")
+        .map(|(_, r)| r)
+        .ok_or_else(bad)?;
+    let (email, _method) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let email = percent_decode(email).ok_or_else(bad)?;
+    let email = check_email(&email, what)?;
+    Ok((origin, email))
+}
+
+/// A plausible service account email or unique id (goes into a URL path).
+fn check_email(email: &str, what: &str) -> Result<String> {
+    let email = email.trim();
+    let ok = !email.is_empty()
+        && email.len() <= 320
+        && email
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '-' | '_' | '+'));
+    if ok {
+        Ok(email.to_owned())
+    } else {
+        Err(Error::Config(format!(
+            "{what}: {email:?} is not a service account email"
+        )))
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// RFC 3339 timestamps as IAM writes them (`2026-01-01T00:00:00Z`, optional
+/// fraction, `Z` or `±hh:mm`). `None` for anything else.
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let t = s.get(from..to)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let sep = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let digits = &s[start..i.min(start + 9)];
+        nanos = digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32);
+    }
+    let offset = match &s[i..] {
+        "Z" | "z" => 0,
+        tz if tz.len() == 6 && sep(i + 3, b":") => {
+            let sign = match tz.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = (num(i + 1, i + 3)?, num(i + 4, i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec.min(59) - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::testing::{Answer, Server};
+    use crate::sources::testing::{env_lock, jwt_expiring_in};
+    use crate::token::TokenKind;
+
+    /// A fixed inner source, so the tests count only IAM's requests.
+    #[derive(Debug)]
+    struct FixedToken(&'static str, Option<&'static str>);
+
+    impl TokenSource for FixedToken {
+        fn fetch<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<Token>> {
+            Box::pin(async move {
+                Ok(Token {
+                    value: Secret::new(self.0),
+                    kind: TokenKind::Access,
+                    expires_at: SystemTime::now() + Duration::from_secs(3600),
+                })
+            })
+        }
+        fn identity(&self) -> String {
+            "fixed".into()
+        }
+        fn describe(&self) -> SourceDescription {
+            SourceDescription {
+                kind: SourceKind::ServiceAccount,
+                origin: "test".into(),
+                principal: self.1.map(str::to_owned),
+                impersonating: None,
+                quota_project_id: Some("inner-quota".into()),
+                token_uri: None,
+            }
+        }
+    }
+
+    fn rfc3339_in(secs: u64) -> String {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + secs;
+        // Build from parts so the test does not depend on the parser.
+        let days = t / 86_400;
+        let rem = t % 86_400;
+        // civil_from_days
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+
+    fn impersonating(
+        server: &Server,
+        target: &str,
+        delegates: &[&str],
+    ) -> ImpersonatedServiceAccount {
+        let imp = Impersonation {
+            target: target.into(),
+            delegates: delegates.iter().map(|d| d.to_string()).collect(),
+        };
+        let iam = iam_origin(&server.base, "test").unwrap();
+        ImpersonatedServiceAccount::build(
+            Arc::new(FixedToken(
+                "ya29.caller",
+                Some("caller@p.iam.gserviceaccount.com"),
+            )),
+            imp,
+            iam,
+            None,
+            "test".into(),
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rfc3339_parses_iams_expire_time() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(UNIX_EPOCH));
+        assert_eq!(
+            parse_rfc3339("2014-10-02T15:01:23.045123456Z"),
+            Some(UNIX_EPOCH + Duration::new(1_412_262_083, 45_123_456))
+        );
+        assert_eq!(
+            parse_rfc3339("2014-10-02T17:01:23+02:00"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_412_262_083))
+        );
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(951_782_400))
+        );
+        for bad in [
+            "",
+            "soon",
+            "2014-10-02",
+            "2014-13-02T00:00:00Z",
+            "2014-10-02T00:00:00",
+            "2014-10-02T00:00:00.Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_file_url_gives_target_and_iam_origin() {
+        let (origin, email) = parse_impersonation_url(
+            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/mcp%40p.iam.gserviceaccount.com:generateAccessToken",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(origin.as_str(), "https://iamcredentials.googleapis.com/");
+        assert_eq!(email, "mcp@p.iam.gserviceaccount.com");
+        assert!(parse_impersonation_url(
+            "http://iam.example/v1/projects/-/serviceAccounts/a@b:generateAccessToken",
+            "f"
+        )
+        .is_err());
+        assert!(parse_impersonation_url("https://iam.example/v1/nothing", "f").is_err());
+    }
+
+    #[tokio::test]
+    async fn generate_access_token_is_called_with_the_callers_token_and_scopes() {
+        let expire = rfc3339_in(3600);
+        let server = Server::always(Answer::json(
+            200,
+            format!(r#"{{"accessToken":"ya29.imp","expireTime":"{expire}"}}"#),
+        ))
+        .await;
+        let src = impersonating(
+            &server,
+            "target@p.iam.gserviceaccount.com",
+            &["mid@p.iam.gserviceaccount.com"],
+        );
+        let t = src.fetch(&TokenRequest::access(["s1"])).await.unwrap();
+        assert_eq!(t.value.expose(), "ya29.imp");
+        assert!(t.remaining(SystemTime::now()) > Duration::from_secs(3500));
+        let seen = server.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            seen[0].target,
+            "/v1/projects/-/serviceAccounts/target@p.iam.gserviceaccount.com:generateAccessToken"
+        );
+        assert_eq!(seen[0].header("authorization"), Some("Bearer ya29.caller"));
+        let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"scope": ["s1"], "delegates": ["projects/-/serviceAccounts/mid@p.iam.gserviceaccount.com"], "lifetime": "3600s"})
+        );
+    }
+
+    #[tokio::test]
+    async fn generate_id_token_asks_for_the_audience_with_email() {
+        let jwt = jwt_expiring_in(3600);
+        let server = Server::always(Answer::json(200, format!(r#"{{"token":"{jwt}"}}"#))).await;
+        let src = impersonating(&server, "target@p.iam.gserviceaccount.com", &[]);
+        let t = src
+            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .await
+            .unwrap();
+        assert_eq!(t.kind, TokenKind::Id);
+        assert_eq!(t.value.expose(), jwt);
+        let seen = server.seen();
+        assert!(seen[0].target.ends_with(":generateIdToken"));
+        let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"audience": "https://svc.run.app", "includeEmail": true, "delegates": []})
+        );
+    }
+
+    #[tokio::test]
+    async fn permission_denied_says_which_role_to_grant_to_whom() {
+        let server = Server::always(Answer::json(
+            403,
+            r#"{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).","status":"PERMISSION_DENIED"}}"#,
+        ))
+        .await;
+        let src = impersonating(&server, "target@p.iam.gserviceaccount.com", &[]);
+        let e = src
+            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::Rejected { status: 403, .. }), "{e:?}");
+        assert!(
+            text.contains("grant roles/iam.serviceAccountTokenCreator on target@p.iam.gserviceaccount.com to serviceAccount:caller@p.iam.gserviceaccount.com"),
+            "{text}"
+        );
+        assert!(text.contains("PERMISSION_DENIED"), "{text}");
+        assert_eq!(server.seen().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unparseable_expire_time_is_an_invalid_response() {
+        let server = Server::always(Answer::json(
+            200,
+            r#"{"accessToken":"ya29.imp","expireTime":"tomorrow"}"#,
+        ))
+        .await;
+        let src = impersonating(&server, "target@p.iam.gserviceaccount.com", &[]);
+        let e = src.fetch(&TokenRequest::access(["s"])).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidResponse { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn identity_chains_inner_delegates_and_target() {
+        let _env = env_lock();
+        std::env::remove_var(IAM_ENDPOINT_VAR);
+        let src = ImpersonatedServiceAccount::new(
+            Arc::new(FixedToken("t", None)),
+            Impersonation {
+                target: "t@p.iam.gserviceaccount.com".into(),
+                delegates: vec!["projects/-/serviceAccounts/d@p.iam.gserviceaccount.com".into()],
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            src.identity(),
+            "fixed>d@p.iam.gserviceaccount.com>t@p.iam.gserviceaccount.com"
+        );
+        let d = src.describe();
+        assert_eq!(
+            d.impersonating.as_deref(),
+            Some("t@p.iam.gserviceaccount.com")
+        );
+        assert_eq!(d.quota_project_id.as_deref(), Some("inner-quota"));
+    }
+
+    #[test]
+    fn iam_endpoint_setting_must_be_https_or_loopback() {
+        let _env = env_lock();
+        std::env::set_var(IAM_ENDPOINT_VAR, "http://iam.example.com");
+        let e = ImpersonatedServiceAccount::new(
+            Arc::new(FixedToken("t", None)),
+            Impersonation::new("t@p.iam.gserviceaccount.com"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains(IAM_ENDPOINT_VAR), "{e}");
+        std::env::set_var(IAM_ENDPOINT_VAR, "http://127.0.0.1:8123");
+        let src = ImpersonatedServiceAccount::new(
+            Arc::new(FixedToken("t", None)),
+            Impersonation::new("t@p.iam.gserviceaccount.com"),
+        )
+        .unwrap();
+        assert!(
+            src.identity().ends_with("[http://127.0.0.1:8123]"),
+            "{}",
+            src.identity()
+        );
+        std::env::remove_var(IAM_ENDPOINT_VAR);
+    }
+
+    #[test]
+    fn a_target_that_is_not_an_email_is_refused() {
+        let _env = env_lock();
+        std::env::remove_var(IAM_ENDPOINT_VAR);
+        let e = ImpersonatedServiceAccount::new(
+            Arc::new(FixedToken("t", None)),
+            Impersonation::new("a/b:evil"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+    }
+}
