@@ -252,7 +252,6 @@ pub(crate) fn json_problem(e: &serde_json::Error, what: &str) -> String {
 pub(crate) mod testing {
     //! Fixtures shared by the sources' and ADC's tests.
 
-    use std::sync::Mutex;
     use std::time::SystemTime;
 
     use base64::Engine as _;
@@ -262,11 +261,76 @@ pub(crate) mod testing {
     pub const PKCS1_PUB_PEM: &str = include_str!("../../tests/data/test_rsa_pkcs1.pub.pem");
     pub const PKCS8_PEM: &str = include_str!("../../tests/data/test_rsa_pkcs8.pem");
 
-    /// Serializes tests that change environment variables or global settings.
-    pub static ENV_LOCK: Mutex<()> = Mutex::new(());
+    /// Serializes tests that change environment variables (a tokio mutex so
+    /// async tests can hold it across awaits).
+    pub static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-    pub fn env_lock() -> std::sync::MutexGuard<'static, ()> {
-        ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    /// For synchronous tests.
+    pub fn env_lock() -> tokio::sync::MutexGuard<'static, ()> {
+        ENV_LOCK.blocking_lock()
+    }
+
+    /// Sets (or, with `None`, removes) variables and restores them on drop.
+    pub struct EnvVars(Vec<(&'static str, Option<std::ffi::OsString>)>);
+
+    impl EnvVars {
+        pub fn set(vars: &[(&'static str, Option<&str>)]) -> Self {
+            let saved = vars
+                .iter()
+                .map(|(k, _)| (*k, std::env::var_os(k)))
+                .collect();
+            for (k, v) in vars {
+                match v {
+                    Some(v) => std::env::set_var(k, v),
+                    None => std::env::remove_var(k),
+                }
+            }
+            EnvVars(saved)
+        }
+    }
+
+    impl Drop for EnvVars {
+        fn drop(&mut self) {
+            for (k, v) in &self.0 {
+                match v {
+                    Some(v) => std::env::set_var(k, v),
+                    None => std::env::remove_var(k),
+                }
+            }
+        }
+    }
+
+    /// A fresh empty directory under the system temp dir, removed on drop.
+    pub struct TempDir(pub std::path::PathBuf);
+
+    impl TempDir {
+        pub fn new() -> Self {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "adk-token-exchange-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+
+        pub fn write(&self, name: &str, contents: &str) -> std::path::PathBuf {
+            let p = self.0.join(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(&p, contents).unwrap();
+            p
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     /// A service account key file as Google issues it.
