@@ -21,8 +21,9 @@ Importing this package does not import ADK.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _native
@@ -104,7 +105,7 @@ def is_installed() -> bool:
 def id_token_credential(
     audience: str,
     *,
-    service_account_key: dict[str, Any] | str | Any = None,
+    service_account_key: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     impersonate: str | Sequence[str] | None = None,
     delegates: Sequence[str] = (),
     exact: bool = False,
@@ -155,7 +156,7 @@ def id_token_credential(
 def access_token_credential(
     scopes: Sequence[str] | str = (_CLOUD_PLATFORM,),
     *,
-    service_account_key: dict[str, Any] | str | Any = None,
+    service_account_key: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     impersonate: str | Sequence[str] | None = None,
     delegates: Sequence[str] = (),
 ) -> AuthCredential:

@@ -1,0 +1,531 @@
+"""The ADK shim: install/uninstall, the credential helpers, reading ADK's model, errors.
+
+Runs on ADK 2.x and 1.24.1. The exchanger is called the way ADK calls it;
+Google is the local emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import adk_token_exchange
+import pytest
+from adk_token_exchange import _adk, errors
+from adk_token_exchange.testing import GoogleEmulator
+from fastapi.openapi.models import OAuth2, OAuthFlowClientCredentials, OAuthFlows
+from google.adk.auth.auth_credential import (
+    AuthCredential,
+    AuthCredentialTypes,
+    ServiceAccount,
+    ServiceAccountCredential,
+)
+from google.adk.auth.auth_tool import AuthConfig
+from google.adk.auth.credential_manager import CredentialManager
+from google.adk.auth.exchanger.base_credential_exchanger import (
+    BaseCredentialExchanger,
+    CredentialExchangeError,
+    ExchangeResult,
+)
+from google.adk.tools.openapi_tool.auth.credential_exchangers import (
+    AutoAuthCredentialExchanger,
+    ServiceAccountCredentialExchanger,
+)
+from google.adk.tools.openapi_tool.auth.credential_exchangers.base_credential_exchanger import (
+    AuthCredentialMissingError,
+)
+
+SA = AuthCredentialTypes.SERVICE_ACCOUNT
+ADK_HAS_ID_TOKEN_FIELDS = "use_id_token" in ServiceAccount.model_fields
+SCHEME = OAuth2(
+    flows=OAuthFlows(
+        clientCredentials=OAuthFlowClientCredentials(
+            tokenUrl="https://oauth2.googleapis.com/token", scopes={}
+        )
+    )
+)
+RUN_URL = "https://svc-xyz-uc.a.run.app/mcp"
+
+
+@pytest.fixture(autouse=True)
+def fresh_exchanger() -> Iterator[None]:
+    adk_token_exchange.uninstall()
+    adk_token_exchange.clear_cache()
+    yield
+    adk_token_exchange.uninstall()
+    adk_token_exchange.clear_cache()
+
+
+def manager_exchanger(credential: AuthCredential | None = None) -> Any:
+    manager = CredentialManager(AuthConfig(auth_scheme=SCHEME, raw_auth_credential=credential))
+    return manager._exchanger_registry.get_exchanger(SA)
+
+
+def extra_or_field(sa: ServiceAccount, name: str) -> Any:
+    if name in type(sa).model_fields:
+        return getattr(sa, name)
+    return (sa.model_extra or {}).get(name)
+
+
+# --------------------------------------------------------------------------
+# Import cost
+
+
+def test_importing_the_package_does_not_import_adk() -> None:
+    code = (
+        "import sys, adk_token_exchange as m; "
+        "print(any(n == 'google.adk' or n.startswith('google.adk.') for n in sys.modules)); "
+        "print(sorted(set(m.__all__) - set(dir(m))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split("\n")
+    assert out[0] == "False"
+    assert out[1] == "['ServiceAccountExchanger']"  # provided lazily, on first use
+
+
+def test_public_api_names() -> None:
+    assert set(adk_token_exchange.__all__) >= {
+        "install",
+        "uninstall",
+        "is_installed",
+        "id_token_credential",
+        "access_token_credential",
+        "ServiceAccountExchanger",
+        "configure",
+        "TokenExchangeError",
+        "__version__",
+    }
+    from adk_token_exchange.exchanger import ServiceAccountExchanger
+
+    assert adk_token_exchange.ServiceAccountExchanger is ServiceAccountExchanger
+
+
+# --------------------------------------------------------------------------
+# install / uninstall
+
+
+def test_every_credential_manager_gets_our_exchanger_after_install() -> None:
+    assert isinstance(manager_exchanger(), ServiceAccountCredentialExchanger)
+
+    adk_token_exchange.install()
+
+    exchangers = {id(manager_exchanger()) for _ in range(3)}
+    assert len(exchangers) == 1, "one shared exchanger per process"
+    ours = manager_exchanger()
+    assert isinstance(ours, adk_token_exchange.ServiceAccountExchanger)
+    assert isinstance(ours, BaseCredentialExchanger)
+    # ADK calls its own class synchronously on the loop; ours must not be one.
+    assert not isinstance(ours, ServiceAccountCredentialExchanger)
+
+
+def test_authenticated_function_tool_uses_our_exchanger() -> None:
+    from google.adk.tools.authenticated_function_tool import AuthenticatedFunctionTool
+
+    adk_token_exchange.install()
+
+    def lookup(credential: Any) -> str:
+        return "ok"
+
+    tool = AuthenticatedFunctionTool(
+        func=lookup,
+        auth_config=AuthConfig(
+            auth_scheme=SCHEME,
+            raw_auth_credential=adk_token_exchange.id_token_credential(RUN_URL),
+        ),
+    )
+    registry = tool._credentials_manager._exchanger_registry  # type: ignore[union-attr]
+    assert isinstance(registry.get_exchanger(SA), adk_token_exchange.ServiceAccountExchanger)
+
+
+def test_openapi_auto_exchanger_uses_ours_but_keeps_a_custom_one() -> None:
+    class Custom(ServiceAccountCredentialExchanger):
+        pass
+
+    adk_token_exchange.install()
+
+    assert (
+        AutoAuthCredentialExchanger().exchangers[SA] is adk_token_exchange.ServiceAccountExchanger
+    )
+    custom = AutoAuthCredentialExchanger(custom_exchangers={SA: Custom})
+    assert custom.exchangers[SA] is Custom
+
+
+def test_install_is_idempotent_and_thread_safe() -> None:
+    adk_init = CredentialManager.__dict__["__init__"]
+    barrier = threading.Barrier(16)
+
+    def install() -> None:
+        barrier.wait()
+        adk_token_exchange.install()
+
+    threads = [threading.Thread(target=install) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    adk_token_exchange.install()
+
+    assert adk_token_exchange.is_installed()
+    # Wrapped exactly once, around ADK's own __init__.
+    assert CredentialManager.__dict__["__init__"].__wrapped__ is adk_init
+    assert isinstance(manager_exchanger(), adk_token_exchange.ServiceAccountExchanger)
+
+
+def test_uninstall_restores_adk_exactly() -> None:
+    manager_init = CredentialManager.__dict__["__init__"]
+    auto_init = AutoAuthCredentialExchanger.__dict__["__init__"]
+    adk_token_exchange.install()
+    manager = CredentialManager(
+        AuthConfig(
+            auth_scheme=SCHEME, raw_auth_credential=adk_token_exchange.id_token_credential(RUN_URL)
+        )
+    )
+    auto = AutoAuthCredentialExchanger()
+    assert CredentialManager.__dict__["__init__"] is not manager_init
+
+    adk_token_exchange.uninstall()
+    adk_token_exchange.uninstall()
+
+    assert not adk_token_exchange.is_installed()
+    assert CredentialManager.__dict__["__init__"] is manager_init
+    assert AutoAuthCredentialExchanger.__dict__["__init__"] is auto_init
+    assert isinstance(manager_exchanger(), ServiceAccountCredentialExchanger)
+    # Objects configured while installed are handed back too.
+    assert isinstance(
+        manager._exchanger_registry.get_exchanger(SA), ServiceAccountCredentialExchanger
+    )
+    assert "_load_existing_credential" not in manager.__dict__
+    assert auto.exchangers[SA] is ServiceAccountCredentialExchanger
+
+    adk_token_exchange.install()
+    assert isinstance(manager_exchanger(), adk_token_exchange.ServiceAccountExchanger)
+
+
+def test_uninstall_leaves_a_later_wrapper_in_place() -> None:
+    adk_token_exchange.install()
+    ours = CredentialManager.__dict__["__init__"]
+    calls: list[object] = []
+
+    def theirs(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(self)
+        ours(self, *args, **kwargs)
+
+    CredentialManager.__init__ = theirs  # type: ignore[method-assign]
+    try:
+        adk_token_exchange.uninstall()
+        assert CredentialManager.__dict__["__init__"] is theirs
+        assert isinstance(manager_exchanger(), ServiceAccountCredentialExchanger)
+        assert len(calls) == 1
+
+        adk_token_exchange.install()
+        assert isinstance(manager_exchanger(), adk_token_exchange.ServiceAccountExchanger)
+    finally:
+        adk_token_exchange.uninstall()
+        CredentialManager.__init__ = ours  # type: ignore[method-assign]
+        adk_token_exchange.install()
+        adk_token_exchange.uninstall()
+
+
+# --------------------------------------------------------------------------
+# The credential helpers
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://svc-xyz-uc.a.run.app/mcp", "https://svc-xyz-uc.a.run.app"),
+        ("https://svc-xyz-uc.a.run.app/", "https://svc-xyz-uc.a.run.app"),
+        ("https://SVC-xyz.A.run.app:443/mcp?x=1#f", "https://svc-xyz.a.run.app"),
+        ("http://127.0.0.1:8080/mcp", "http://127.0.0.1:8080"),
+        ("http://[::1]:8080/mcp", "http://[::1]:8080"),
+        ("32555940559.apps.googleusercontent.com", "32555940559.apps.googleusercontent.com"),
+        ("my-custom-audience", "my-custom-audience"),
+    ],
+)
+def test_id_token_credential_audience_is_the_service_origin(given: str, expected: str) -> None:
+    credential = adk_token_exchange.id_token_credential(given)
+
+    sa = credential.service_account
+    assert credential.auth_type == SA and sa is not None
+    assert extra_or_field(sa, "audience") == expected
+    assert extra_or_field(sa, "use_id_token") is True
+    assert sa.use_default_credential is True
+    assert adk_token_exchange.is_installed()
+
+
+def test_id_token_credential_exact_keeps_the_url() -> None:
+    credential = adk_token_exchange.id_token_credential(RUN_URL, exact=True)
+
+    assert credential.service_account is not None
+    assert extra_or_field(credential.service_account, "audience") == RUN_URL
+
+
+def test_credentials_survive_adk_serialization() -> None:
+    # ADK copies and (de)serializes credentials (sessions, AuthConfig keys).
+    credential = adk_token_exchange.id_token_credential(
+        RUN_URL, impersonate=["d@p.iam.gserviceaccount.com", "t@p.iam.gserviceaccount.com"]
+    )
+
+    again = AuthCredential.model_validate_json(credential.model_dump_json())
+
+    assert again.service_account is not None
+    assert _adk._new_request(again.service_account)[1:] == (True, "https://svc-xyz-uc.a.run.app")
+    assert _adk._impersonation(again.service_account) == (
+        "t@p.iam.gserviceaccount.com",
+        ("d@p.iam.gserviceaccount.com",),
+    )
+
+
+def test_service_account_key_as_dict_json_or_path(emulator: GoogleEmulator, tmp_path: Path) -> None:
+    key = emulator.service_account_info()
+    path = emulator.write_json(tmp_path, "key.json", key)
+
+    from_dict = adk_token_exchange.id_token_credential(RUN_URL, service_account_key=key)
+    from_json = adk_token_exchange.id_token_credential(RUN_URL, service_account_key=json.dumps(key))
+    from_path = adk_token_exchange.id_token_credential(RUN_URL, service_account_key=path)
+
+    for credential in (from_dict, from_json):
+        sa = credential.service_account
+        assert sa is not None and not sa.use_default_credential
+        assert isinstance(sa.service_account_credential, ServiceAccountCredential)
+        assert sa.service_account_credential.client_email == key["client_email"]
+        assert sa.service_account_credential.token_uri == emulator.token_uri
+    sa = from_path.service_account
+    assert sa is not None and sa.service_account_credential is None
+    assert (sa.model_extra or {})["credentials_file"] == str(path)
+    assert key["private_key"] not in from_path.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ({"type": "authorized_user", "refresh_token": "x"}, "path"),
+        ({"type": "service_account", "client_email": "a@b"}, "private_key"),
+        ("{not json", "not valid JSON"),
+        (42, "must be a dict"),
+    ],
+)
+def test_unusable_key_says_what_to_pass(key: Any, message: str) -> None:
+    with pytest.raises(errors.ConfigurationError, match=message):
+        adk_token_exchange.id_token_credential(RUN_URL, service_account_key=key)
+
+
+def test_impersonation_as_email_chain_or_delegates() -> None:
+    target, delegate = "t@p.iam.gserviceaccount.com", "d@p.iam.gserviceaccount.com"
+    forms = [
+        adk_token_exchange.id_token_credential(RUN_URL, impersonate=[delegate, target]),
+        adk_token_exchange.id_token_credential(RUN_URL, impersonate=target, delegates=[delegate]),
+    ]
+    for credential in forms:
+        assert credential.service_account is not None
+        assert _adk._impersonation(credential.service_account) == (target, (delegate,))
+    with pytest.raises(errors.ConfigurationError, match="not both"):
+        adk_token_exchange.id_token_credential(
+            RUN_URL, impersonate=[delegate, target], delegates=[delegate]
+        )
+    with pytest.raises(errors.ConfigurationError, match="impersonate"):
+        adk_token_exchange.id_token_credential(RUN_URL, delegates=[delegate])
+
+
+def test_access_token_credential_carries_scopes() -> None:
+    credential = adk_token_exchange.access_token_credential(
+        ["https://www.googleapis.com/auth/bigquery"]
+    )
+
+    sa = credential.service_account
+    assert sa is not None
+    assert sa.scopes == ["https://www.googleapis.com/auth/bigquery"]
+    assert not extra_or_field(sa, "use_id_token")
+    with pytest.raises(errors.ConfigurationError, match="scopes"):
+        adk_token_exchange.access_token_credential([])
+
+
+# --------------------------------------------------------------------------
+# Reading ADK's model: errors ADK's paths expect
+
+
+def _raw(**fields: Any) -> AuthCredential:
+    # model_construct: ADK >= 1.26 validates these at construction, 1.24.1 and
+    # deserialized data do not.
+    return AuthCredential.model_construct(
+        auth_type=SA, service_account=ServiceAccount.model_construct(**fields)
+    )
+
+
+@pytest.mark.parametrize(
+    ("credential", "field"),
+    [
+        (AuthCredential(auth_type=SA), "service_account"),
+        (_raw(scopes=[], use_default_credential=False), "use_default_credential"),
+        (
+            _raw(scopes=[], use_default_credential=True, use_id_token=True, audience=None),
+            "audience",
+        ),
+    ],
+)
+async def test_missing_configuration_names_the_field_on_both_paths(
+    credential: AuthCredential, field: str
+) -> None:
+    exchanger = adk_token_exchange.ServiceAccountExchanger()
+
+    with pytest.raises(CredentialExchangeError, match=field) as on_exchange:
+        await exchanger.exchange(credential, SCHEME)
+    with pytest.raises(AuthCredentialMissingError, match=field):
+        exchanger.exchange_credential(SCHEME, credential)
+
+    assert isinstance(on_exchange.value, errors.ConfigurationError)
+    assert not isinstance(on_exchange.value, ValueError)
+
+
+def test_fetch_errors_are_ours_and_adks() -> None:
+    for ours in (
+        errors.TokenExchangeError,
+        errors.ConfigurationError,
+        errors.CredentialsNotFoundError,
+        errors.TransientError,
+        errors.UpstreamTimeoutError,
+        errors.PermanentError,
+    ):
+        original = ours("invalid_grant: Invalid JWT Signature.")
+        original.status = 400  # type: ignore[attr-defined]
+
+        wrapped = _adk.wrap_error(original)
+
+        assert isinstance(wrapped, ours)
+        assert isinstance(wrapped, CredentialExchangeError)
+        assert isinstance(wrapped, AuthCredentialMissingError)
+        assert not isinstance(wrapped, ValueError)
+        assert str(wrapped) == "invalid_grant: Invalid JWT Signature."
+        assert wrapped.status == 400  # type: ignore[attr-defined]
+        import pickle
+
+        assert type(pickle.loads(pickle.dumps(wrapped))) is type(wrapped)
+
+
+# --------------------------------------------------------------------------
+# Exchanging, the way ADK calls it
+
+
+async def test_exchange_returns_adk_bearer_result_and_reuses_it(
+    emulator: GoogleEmulator,
+) -> None:
+    key = emulator.service_account_info()
+    credential = adk_token_exchange.id_token_credential(
+        "https://svc.example.com/mcp", service_account_key=key
+    )
+    exchanger = manager_exchanger(credential)
+
+    first = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)
+    second = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)
+    sync = exchanger.exchange_credential(SCHEME, credential.model_copy(deep=True))
+
+    assert isinstance(first, ExchangeResult) and first.was_exchanged is True
+    http = first.credential.http
+    assert first.credential.auth_type == AuthCredentialTypes.HTTP
+    assert http is not None and http.scheme == "bearer"
+    assert http.additional_headers is None  # ID tokens carry no quota project
+    claims = emulator.verify_id_token(http.credentials.token or "", "https://svc.example.com")
+    assert claims["email"] == key["client_email"]
+    # The same token string: ADK pools MCP sessions by header value.
+    assert second.credential is first.credential
+    assert sync is first.credential
+    assert emulator.count("token") == 1
+
+
+async def test_access_token_carries_quota_project_header(
+    emulator: GoogleEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = emulator.authorized_user_info(quota_project_id="billing-project")
+    monkeypatch.setenv(
+        "GOOGLE_APPLICATION_CREDENTIALS", str(emulator.write_json(tmp_path, "adc.json", user))
+    )
+    credential = adk_token_exchange.access_token_credential()
+
+    result = await manager_exchanger(credential).exchange(credential, SCHEME)
+
+    http = result.credential.http
+    assert http is not None and http.scheme == "bearer"
+    assert http.additional_headers == {"x-goog-user-project": "billing-project"}
+    info = emulator.access_token_info(http.credentials.token or "")
+    assert info is not None and info.principal == "developer@example.com"
+
+
+def test_warm_exchange_reads_adk_deep_copies_without_rebuilding(
+    emulator: GoogleEmulator,
+) -> None:
+    credential = adk_token_exchange.id_token_credential(
+        "https://svc.example.com", service_account_key=emulator.service_account_info()
+    )
+    exchanger = adk_token_exchange.ServiceAccountExchanger()
+    first = exchanger.exchange_credential(SCHEME, credential.model_copy(deep=True))
+    requests, built = dict(_adk._requests), dict(_adk._results)
+
+    again = [
+        exchanger.exchange_credential(SCHEME, credential.model_copy(deep=True)) for _ in range(5)
+    ]
+
+    assert all(result is first for result in again)
+    assert _adk._requests == requests and _adk._results == built
+
+
+def test_exchange_does_not_block_the_event_loop_on_a_cold_cache(
+    emulator: GoogleEmulator,
+) -> None:
+    credential = adk_token_exchange.id_token_credential(
+        "https://svc.example.com", service_account_key=emulator.service_account_info()
+    )
+    exchanger = adk_token_exchange.ServiceAccountExchanger()
+    emulator.set_latency(0.5, endpoint="token")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> None:
+        task = asyncio.create_task(ticker())
+        try:
+            await exchanger.exchange(credential, SCHEME)
+        finally:
+            task.cancel()
+
+    asyncio.run(main())
+    assert ticks >= 20  # the loop kept running while the token was fetched
+
+
+def test_gcloud_login_id_token_warns_once_per_process(
+    emulator: GoogleEmulator, tmp_path: Path
+) -> None:
+    # In a fresh process: the warning is once per process, and this one has
+    # maybe already given it.
+    gcloud = tmp_path / "gcloud"
+    emulator.write_json(
+        gcloud, "application_default_credentials.json", emulator.authorized_user_info()
+    )
+    script = (
+        "import logging, adk_token_exchange as m\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')\n"
+        "e = m.ServiceAccountExchanger()\n"
+        "for aud in ('https://a.example.com', 'https://b.example.com', 'https://a.example.com'):\n"
+        "    e.exchange_credential(None, m.id_token_credential(aud))\n"
+        "print('done')\n"
+    )
+    env = {**os.environ, "CLOUDSDK_CONFIG": str(gcloud)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.stdout.strip() == "done", result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, result.stderr
+    assert "impersonate" in warnings[0]
