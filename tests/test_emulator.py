@@ -291,6 +291,22 @@ def test_google_auth_default_uses_metadata_server_when_nothing_else_is_configure
     assert on_gce.access_token_info(creds.token) is not None
 
 
+def test_metadata_token_carries_the_requested_scopes(
+    emulator: GoogleEmulator, http: requests.Session
+) -> None:
+    path = "/computeMetadata/v1/instance/service-accounts/default/token"
+    scopes = f"{CLOUD_PLATFORM_SCOPE},https://www.googleapis.com/auth/userinfo.email"
+
+    response = http.get(
+        emulator.url + path, params={"scopes": scopes}, headers={"Metadata-Flavor": "Google"}
+    )
+
+    token_info = emulator.access_token_info(response.json()["access_token"])
+    assert token_info is not None
+    assert token_info.scopes == tuple(scopes.split(","))
+    assert response.headers["Metadata-Flavor"] == "Google"
+
+
 def test_metadata_request_without_flavor_header_is_forbidden(
     emulator: GoogleEmulator, http: requests.Session
 ) -> None:
@@ -680,6 +696,37 @@ def test_hung_request_is_released_by_stop() -> None:
     assert not caller.is_alive()
     assert "error" in outcome
     assert emulator.requests[0].status is None
+
+
+def test_stop_returns_promptly_while_a_client_keeps_a_connection_open() -> None:
+    emulator = GoogleEmulator().start()
+    with requests.Session() as idle:
+        idle.get(emulator.certs_url)
+
+        started = time.monotonic()
+        emulator.stop()
+
+        assert time.monotonic() - started < 2
+
+
+def test_concurrent_token_requests_are_all_answered(emulator: GoogleEmulator) -> None:
+    info = emulator.service_account_info()
+    statuses: list[int] = []
+
+    def fetch() -> None:
+        with requests.Session() as http:
+            for _ in range(5):
+                statuses.append(post_assertion(http, emulator, sign_assertion(info)).status_code)
+
+    threads = [threading.Thread(target=fetch) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert statuses == [200] * 50
+    assert emulator.connections == 10
+    assert emulator.internal_errors == []
 
 
 def test_keep_alive_requests_share_one_connection(

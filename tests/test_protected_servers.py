@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 import requests
@@ -187,6 +188,33 @@ async def test_mcp_client_with_access_token_fails_to_connect(
             pass
 
     assert protected_mcp.count(accepted=True) == 0
+
+
+async def test_adk_mcp_toolset_calls_tool_through_the_gate(
+    emulator: GoogleEmulator, protected_mcp: ProtectedMcpServer
+) -> None:
+    """ADK's own MCP client (streamable HTTP) works against the protected server."""
+    from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnectionParams
+    from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
+    from google.adk.tools.tool_context import ToolContext
+
+    caller = "agent@emulated-project.iam.gserviceaccount.com"
+    token = emulator.issue_id_token(protected_mcp.audience, email=caller)
+    toolset = McpToolset(
+        connection_params=StreamableHTTPConnectionParams(
+            url=protected_mcp.url, headers={"Authorization": f"Bearer {token}"}
+        )
+    )
+    try:
+        tools = {tool.name: tool for tool in await toolset.get_tools()}
+        reply = await tools["greet"].run_async(
+            args={"name": "Ada"}, tool_context=mock.MagicMock(spec=ToolContext)
+        )
+    finally:
+        await toolset.close()
+
+    assert reply["content"][0]["text"] == f"Hello, Ada! (called by {caller})"
+    assert protected_mcp.count(accepted=False) == 0
 
 
 # -- the REST API that takes access tokens ----------------------------------------------

@@ -1135,6 +1135,7 @@ class GoogleEmulator:
             "universe/universe-domain": "googleapis.com",
             "instance/zone": f"projects/{self.project_number}/zones/us-central1-1",
             "instance/service-accounts/": f"default/\n{self._metadata_email}/\n",
+            "": "instance/\noauth/\nproject/\nuniverse/\n",
         }
         if rel in simple:
             return _text(simple[rel])
