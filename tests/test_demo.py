@@ -1,0 +1,30 @@
+"""``adk-token-exchange demo``: the #4458 story end to end, as a user first sees it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def test_demo_shows_stock_exchanger_401_and_ours_200() -> None:
+    # The demo starts its own emulator and protected MCP server and points its
+    # process at them; the test's isolated environment is what it inherits.
+    result = subprocess.run(
+        [sys.executable, "-m", "adk_token_exchange", "demo"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    stock, ours = out.split("\n1. ", 1)[1].split("\n2. ", 1)
+    assert "401 Unauthorized" in stock and "200 OK" not in stock
+    assert "access token" in stock
+    assert "200 OK" in ours and "401" not in ours
+    assert "ID token, aud=http://127.0.0.1:" in ours
+    assert "Tool said: Hello, developer!" in ours
+    assert "Traceback" not in out + result.stderr
