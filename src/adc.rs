@@ -287,7 +287,12 @@ fn read_credential_file(path: &Path, origin: &str) -> Result<Zeroizing<Vec<u8>>>
 
 /// The source a parsed credential file describes.
 pub fn from_credential_file(file: CredentialFile, origin: &str) -> Result<Arc<dyn TokenSource>> {
-    let kind = file.kind.as_deref().map(str::trim).unwrap_or("");
+    let mut kind = file.kind.as_deref().map(str::trim).unwrap_or("");
+    // google-auth's service-account loader (which ADK's own exchanger uses)
+    // never reads `type`; an ADK model with it left empty still means a key.
+    if kind.is_empty() && file.private_key.is_some() && file.client_email.is_some() {
+        kind = "service_account";
+    }
     Ok(match kind {
         "service_account" => Arc::new(ServiceAccountKey::from_file(file, origin)?),
         "authorized_user" => Arc::new(AuthorizedUser::from_file(file, origin)?),
@@ -531,6 +536,29 @@ mod tests {
             e.to_string().contains("x.json: field `type` is missing"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn adk_model_dumps_are_read_in_either_spelling() {
+        let v: serde_json::Value = serde_json::from_str(&sa_json()).unwrap();
+        let by_name = serde_json::json!({
+            "type_": "service_account",
+            "private_key": v["private_key"],
+            "client_email": SA,
+            "token_uri": "https://oauth2.googleapis.com/token",
+        });
+        let by_alias = serde_json::json!({
+            "type": "service_account",
+            "privateKey": v["private_key"],
+            "clientEmail": SA,
+            "privateKeyId": "k",
+            "tokenUri": "https://oauth2.googleapis.com/token",
+        });
+        let untyped = serde_json::json!({"private_key": v["private_key"], "client_email": SA});
+        for json in [by_name, by_alias, untyped] {
+            let src = from_json(&json.to_string(), "service_account_credential", None).unwrap();
+            assert_eq!(src.describe().principal.as_deref(), Some(SA));
+        }
     }
 
     #[test]

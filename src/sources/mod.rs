@@ -68,21 +68,34 @@ pub trait TokenSource: Send + Sync + fmt::Debug {
 /// `GOOGLE_APPLICATION_CREDENTIALS` (<https://google.aip.dev/auth/4112>,
 /// 4113, 4114): every field of every supported `type`, all optional, so
 /// missing ones are reported by name. Secrets go straight into [`Secret`].
+///
+/// ADK's `ServiceAccountCredential` model dumps as `type_` (by field name) or
+/// camelCase (`by_alias=True`); both spellings are accepted.
 #[derive(Default, serde::Deserialize)]
 #[serde(default)]
 pub struct CredentialFile {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", alias = "type_")]
     pub kind: Option<String>,
+    #[serde(alias = "clientEmail")]
     pub client_email: Option<String>,
+    #[serde(alias = "privateKey")]
     pub private_key: Option<Secret>,
+    #[serde(alias = "privateKeyId")]
     pub private_key_id: Option<String>,
+    #[serde(alias = "tokenUri")]
     pub token_uri: Option<String>,
+    #[serde(alias = "clientId")]
     pub client_id: Option<String>,
+    #[serde(alias = "clientSecret")]
     pub client_secret: Option<Secret>,
+    #[serde(alias = "refreshToken")]
     pub refresh_token: Option<Secret>,
+    #[serde(alias = "quotaProjectId")]
     pub quota_project_id: Option<String>,
+    #[serde(alias = "serviceAccountImpersonationUrl")]
     pub service_account_impersonation_url: Option<String>,
     pub delegates: Option<Vec<String>>,
+    #[serde(alias = "sourceCredentials")]
     pub source_credentials: Option<Box<CredentialFile>>,
 }
 
