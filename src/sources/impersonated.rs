@@ -471,7 +471,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 mod tests {
     use super::*;
     use crate::http::testing::{Answer, Server};
-    use crate::sources::testing::{env_lock, jwt_expiring_in};
+    use crate::sources::testing::{env_lock, jwt_expiring_in, EnvVars};
     use crate::token::TokenKind;
 
     /// A fixed inner source, so the tests count only IAM's requests.
@@ -684,8 +684,8 @@ mod tests {
 
     #[test]
     fn identity_chains_inner_delegates_and_target() {
-        let _env = env_lock();
-        std::env::remove_var(IAM_ENDPOINT_VAR);
+        let _lock = env_lock();
+        let _env = EnvVars::set(&[(IAM_ENDPOINT_VAR, None)]);
         let src = ImpersonatedServiceAccount::new(
             Arc::new(FixedToken("t", None)),
             Impersonation {
@@ -708,8 +708,8 @@ mod tests {
 
     #[test]
     fn iam_endpoint_setting_must_be_https_or_loopback() {
-        let _env = env_lock();
-        std::env::set_var(IAM_ENDPOINT_VAR, "http://iam.example.com");
+        let _lock = env_lock();
+        let _env = EnvVars::set(&[(IAM_ENDPOINT_VAR, Some("http://iam.example.com"))]);
         let e = ImpersonatedServiceAccount::new(
             Arc::new(FixedToken("t", None)),
             Impersonation::new("t@p.iam.gserviceaccount.com"),
@@ -732,8 +732,8 @@ mod tests {
 
     #[test]
     fn a_target_that_is_not_an_email_is_refused() {
-        let _env = env_lock();
-        std::env::remove_var(IAM_ENDPOINT_VAR);
+        let _lock = env_lock();
+        let _env = EnvVars::set(&[(IAM_ENDPOINT_VAR, None)]);
         let e = ImpersonatedServiceAccount::new(
             Arc::new(FixedToken("t", None)),
             Impersonation::new("a/b:evil"),

@@ -54,6 +54,9 @@ pub struct ServiceAccountKey {
     /// drop; it never leaves this struct and `Debug` hides it.
     key: EncodingKey,
     token_uri: Url,
+    /// `token_uri` as written: the assertion's `aud` must match it exactly,
+    /// and URL normalization (a trailing `/`, case) could change it.
+    audience: String,
     quota_project_id: Option<String>,
     origin: String,
 }
@@ -87,12 +90,14 @@ impl ServiceAccountKey {
             ))
         })?;
         let token_uri = optional(f.token_uri).unwrap_or_else(|| DEFAULT_TOKEN_URI.to_owned());
+        let audience = token_uri.clone();
         let token_uri = http::secure_endpoint(&token_uri, &format!("{origin}: field `token_uri`"))?;
         Ok(ServiceAccountKey {
             client_email,
             private_key_id: optional(f.private_key_id),
             key,
             token_uri,
+            audience,
             quota_project_id: optional(f.quota_project_id),
             origin: origin.to_owned(),
         })
@@ -125,7 +130,7 @@ impl ServiceAccountKey {
         };
         AssertionClaims {
             iss: self.client_email.clone(),
-            aud: self.token_uri.as_str().to_owned(),
+            aud: self.audience.clone(),
             iat,
             exp: iat + ASSERTION_LIFETIME.as_secs(),
             scope,
