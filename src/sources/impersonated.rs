@@ -727,7 +727,6 @@ mod tests {
             "{}",
             src.identity()
         );
-        std::env::remove_var(IAM_ENDPOINT_VAR);
     }
 
     #[test]
