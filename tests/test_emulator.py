@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -20,6 +21,8 @@ from adk_token_exchange.testing import (
     GoogleEmulator,
     InvalidIdToken,
 )
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from google.auth import compute_engine, iam, impersonated_credentials
 from google.auth.compute_engine import _metadata
 from google.auth.exceptions import DefaultCredentialsError, RefreshError
@@ -42,6 +45,12 @@ def google_request(http: requests.Session) -> Request:
     return Request(http)
 
 
+@functools.cache
+def private_key(pem: str) -> PrivateKeyTypes:
+    # Loading validates the RSA key, which takes tens of milliseconds: once per key.
+    return serialization.load_pem_private_key(pem.encode(), None)
+
+
 def sign_assertion(info: dict[str, str], **overrides: Any) -> str:
     """A JWT-bearer assertion as google-auth builds it, with claims overridden."""
     now = int(time.time())
@@ -55,7 +64,10 @@ def sign_assertion(info: dict[str, str], **overrides: Any) -> str:
     claims.update(overrides)
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(
-        claims, info["private_key"], algorithm="RS256", headers={"kid": info["private_key_id"]}
+        claims,
+        private_key(info["private_key"]),
+        algorithm="RS256",
+        headers={"kid": info["private_key_id"]},
     )
 
 
