@@ -25,7 +25,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, Url};
@@ -266,6 +266,9 @@ impl Call {
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
+    /// Wall-clock time the successful attempt was sent: a relative
+    /// `expires_in` counts from here (earlier than receipt, so conservative).
+    pub sent_at: SystemTime,
     pub headers: HeaderMap,
     pub body: Zeroizing<Vec<u8>>,
 }
@@ -384,6 +387,7 @@ async fn attempt_once(
         Method::Post => client.post(call.url.clone()),
     }
     .timeout(remaining);
+    let sent_at = SystemTime::now();
     for (name, value) in &call.headers {
         rb = rb.header(*name, value.as_str());
     }
@@ -419,6 +423,7 @@ async fn attempt_once(
     }
     Ok(Reply {
         status,
+        sent_at,
         headers,
         body,
     })

@@ -120,7 +120,9 @@ impl AuthorizedUser {
         let endpoint = http::endpoint_label(&self.token_uri);
         let reply = http::send(&call).await.map_err(explain)?;
         match request {
-            TokenRequest::Access { .. } => access_token_from_json(&endpoint, &reply.body),
+            TokenRequest::Access { .. } => {
+                access_token_from_json(&endpoint, &reply.body, reply.sent_at)
+            }
             TokenRequest::Id { .. } => {
                 #[derive(serde::Deserialize)]
                 struct IdResponse {

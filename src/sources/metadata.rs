@@ -137,7 +137,9 @@ impl MetadataServer {
             .await
             .map_err(explain)?;
         match request {
-            TokenRequest::Access { .. } => access_token_from_json(&endpoint, &reply.body),
+            TokenRequest::Access { .. } => {
+                access_token_from_json(&endpoint, &reply.body, reply.sent_at)
+            }
             TokenRequest::Id { .. } => {
                 let text = std::str::from_utf8(&reply.body)
                     .map_err(|_| invalid(&endpoint, "the ID token is not text".into()))?;

@@ -156,8 +156,12 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// An access token from an OAuth2 token response (RFC 6749 §5.1):
 /// `{"access_token", "expires_in", ...}`. The metadata server answers in the
-/// same shape.
-pub(crate) fn access_token_from_json(endpoint: &str, body: &[u8]) -> Result<Token> {
+/// same shape. `expires_in` counts from `issued_at`.
+pub(crate) fn access_token_from_json(
+    endpoint: &str,
+    body: &[u8],
+    issued_at: SystemTime,
+) -> Result<Token> {
     #[derive(serde::Deserialize)]
     struct Response {
         access_token: Option<Secret>,
@@ -185,7 +189,7 @@ pub(crate) fn access_token_from_json(endpoint: &str, body: &[u8]) -> Result<Toke
     Ok(Token {
         value,
         kind: TokenKind::Access,
-        expires_at: SystemTime::now() + Duration::from_secs_f64(secs),
+        expires_at: issued_at + Duration::from_secs_f64(secs),
     })
 }
 
@@ -402,6 +406,7 @@ mod tests {
         let t = access_token_from_json(
             "e",
             br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#,
+            SystemTime::now(),
         )
         .unwrap();
         assert_eq!(t.value.expose(), "ya29.x");
@@ -422,7 +427,8 @@ mod tests {
             r#"{"expires_in":3600}"#,
             r#"not json"#,
         ] {
-            let e = access_token_from_json("https://t", body.as_bytes()).unwrap_err();
+            let e = access_token_from_json("https://t", body.as_bytes(), SystemTime::now())
+                .unwrap_err();
             assert!(matches!(e, Error::InvalidResponse { .. }), "{body}: {e:?}");
         }
     }
@@ -432,6 +438,7 @@ mod tests {
         let e = access_token_from_json(
             "e",
             br#"{"access_token":"ya29.SENTINEL","expires_in":"ya29.SENTINEL"}"#,
+            SystemTime::now(),
         )
         .unwrap_err();
         assert!(!e.to_string().contains("SENTINEL"), "{e}");

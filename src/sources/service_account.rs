@@ -173,7 +173,9 @@ impl ServiceAccountKey {
         let endpoint = http::endpoint_label(&self.token_uri);
         let reply = http::send(&call).await.map_err(|e| self.explain(e))?;
         match request {
-            TokenRequest::Access { .. } => access_token_from_json(&endpoint, &reply.body),
+            TokenRequest::Access { .. } => {
+                access_token_from_json(&endpoint, &reply.body, reply.sent_at)
+            }
             TokenRequest::Id { .. } => {
                 #[derive(serde::Deserialize)]
                 struct IdResponse {
