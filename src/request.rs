@@ -70,7 +70,9 @@ mod tests {
             }
         );
         assert_eq!(
-            TokenRequest::access(Vec::<String>::new()).scope_param().unwrap(),
+            TokenRequest::access(Vec::<String>::new())
+                .scope_param()
+                .unwrap(),
             CLOUD_PLATFORM
         );
     }
