@@ -87,14 +87,20 @@ pub fn settings() -> Settings {
 /// Replaces the process-wide settings; the shared client is rebuilt on next use.
 /// Zero durations and `max_attempts == 0` are raised to the smallest sane value.
 pub fn configure(s: Settings) {
-    let floor = Duration::from_millis(1);
-    let s = Settings {
-        connect_timeout: s.connect_timeout.max(floor),
-        request_timeout: s.request_timeout.max(floor),
-        metadata_detect_timeout: s.metadata_detect_timeout.max(floor),
-        max_attempts: s.max_attempts.max(1),
-    };
-    *SETTINGS.write().unwrap_or_else(|e| e.into_inner()) = s;
+    *SETTINGS.write().unwrap_or_else(|e| e.into_inner()) = s.sanitized();
+}
+
+impl Settings {
+    /// Zero durations become 1 ms and zero attempts one attempt.
+    fn sanitized(self) -> Settings {
+        let floor = Duration::from_millis(1);
+        Settings {
+            connect_timeout: self.connect_timeout.max(floor),
+            request_timeout: self.request_timeout.max(floor),
+            metadata_detect_timeout: self.metadata_detect_timeout.max(floor),
+            max_attempts: self.max_attempts.max(1),
+        }
+    }
 }
 
 /// The shared client (proxy-aware). Rebuilt after `fork()` (its pooled
@@ -306,7 +312,7 @@ pub async fn send_with(call: &Call, s: &Settings, budget: Duration) -> Result<Re
             });
         }
         let began = Instant::now();
-        let outcome = attempt_once(&client, call, remaining, s.connect_timeout).await;
+        let outcome = attempt_once(&client, call, remaining).await;
         let took = began.elapsed().as_millis();
         let method = match call.method {
             Method::Get => "GET",
@@ -379,7 +385,6 @@ async fn attempt_once(
     client: &Client,
     call: &Call,
     remaining: Duration,
-    connect_timeout: Duration,
 ) -> std::result::Result<Reply, Failure> {
     let endpoint = || endpoint_label(&call.url);
     let mut rb = match call.method {
@@ -392,7 +397,8 @@ async fn attempt_once(
         rb = rb.header(*name, value.as_str());
     }
     if let Some(token) = &call.bearer {
-        let mut v = HeaderValue::try_from(format!("Bearer {}", token.expose())).map_err(|_| {
+        let text = Zeroizing::new(format!("Bearer {}", token.expose()));
+        let mut v = HeaderValue::from_str(&text).map_err(|_| {
             Failure::Fatal(Error::Internal("token is not a valid header value".into()))
         })?;
         v.set_sensitive(true);
@@ -401,21 +407,14 @@ async fn attempt_once(
     if let Some((content_type, bytes)) = &call.body {
         rb = rb.header(CONTENT_TYPE, *content_type).body(bytes.to_vec());
     }
-    let mut resp = rb
-        .send()
-        .await
-        .map_err(|e| classify(&e, remaining, connect_timeout))?;
+    let mut resp = rb.send().await.map_err(|e| classify(&e))?;
     let status = resp.status().as_u16();
     let headers = std::mem::take(resp.headers_mut());
     if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
         return Err(Failure::Fatal(too_large(endpoint())));
     }
     let mut body = Zeroizing::new(Vec::new());
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| classify(&e, remaining, connect_timeout))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(Failure::Fatal(too_large(endpoint())));
         }
@@ -436,7 +435,7 @@ fn too_large(endpoint: String) -> Error {
     }
 }
 
-fn classify(e: &reqwest::Error, _remaining: Duration, _connect: Duration) -> Failure {
+fn classify(e: &reqwest::Error) -> Failure {
     if e.is_timeout() {
         return Failure::Timeout(e.is_connect());
     }
@@ -1071,6 +1070,23 @@ mod tests {
     fn endpoint_label_drops_the_query() {
         let u = Url::parse("http://h:1/a/b?audience=x&format=full").unwrap();
         assert_eq!(endpoint_label(&u), "http://h:1/a/b");
+    }
+
+    #[test]
+    fn settings_default_to_the_documented_bounds_and_refuse_zero() {
+        let d = Settings::default();
+        assert_eq!(d.connect_timeout, Duration::from_secs(3));
+        assert_eq!(d.request_timeout, Duration::from_secs(30));
+        assert_eq!(d.metadata_detect_timeout, Duration::from_secs(3));
+        assert_eq!(d.max_attempts, 3);
+        let z = Settings {
+            connect_timeout: Duration::ZERO,
+            request_timeout: Duration::ZERO,
+            metadata_detect_timeout: Duration::ZERO,
+            max_attempts: 0,
+        }
+        .sanitized();
+        assert!(!z.request_timeout.is_zero() && z.max_attempts == 1);
     }
 
     #[test]
