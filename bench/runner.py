@@ -89,6 +89,16 @@ def _isolated_env(scratch: Path) -> dict[str, str]:
     return env
 
 
+def _raise_priority() -> None:
+    # Other work on a small shared machine shows up as latency spikes and loop
+    # lag; a higher priority for the worker (and the emulator it starts) keeps
+    # most of it out. Without the privilege, run at normal priority.
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+    except OSError:
+        pass
+
+
 def run_worker(
     scenario: str, impl: str, quick: bool, prefix: list[str], env: dict[str, str]
 ) -> dict[str, Any]:
@@ -104,6 +114,7 @@ def run_worker(
             cwd=ROOT,
             timeout=WORKER_TIMEOUT,
             check=False,
+            preexec_fn=_raise_priority,
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {WORKER_TIMEOUT} s"}
@@ -288,6 +299,14 @@ def rows(results: Results) -> list[Row]:
         )
         both(
             f"2 cold ({path})",
+            "worst loop lag outside exchanges (the machine's own jitter), ms",
+            scenario,
+            "baseline_lag_ms",
+            "",
+            lambda s, o: None,
+        )
+        both(
+            f"2 cold ({path})",
             "first exchange of the process, ms",
             scenario,
             "first_exchange_ms",
@@ -345,7 +364,7 @@ def rows(results: Results) -> list[Row]:
     )
     both(
         "4 rollover",
-        "calls that waited ≥ 100 ms / calls",
+        "calls that waited ≥ 100 ms",
         "rollover",
         "waited",
         "ours 0",
@@ -556,9 +575,7 @@ def report(results: Results, facts: dict[str, str], args: argparse.Namespace, to
         "",
         f"Targets met: {sum(1 for r in all_rows if r.met)} of "
         f"{sum(1 for r in all_rows if r.met is not None)}"
-        + (
-            f"; missed: {', '.join(f'{r.target} ({r.metric})' for r in missed)}." if missed else "."
-        ),
+        + (f"; missed: {'; '.join(f'{r.target}: {r.metric}' for r in missed)}." if missed else "."),
     ]
     loads = [
         float(run["loadavg_1m"])
