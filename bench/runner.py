@@ -16,6 +16,7 @@ run, ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -93,10 +94,8 @@ def _raise_priority() -> None:
     # Other work on a small shared machine shows up as latency spikes and loop
     # lag; a higher priority for the worker (and the emulator it starts) keeps
     # most of it out. Without the privilege, run at normal priority.
-    try:
+    with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, -10)
-    except OSError:
-        pass
 
 
 def run_worker(
