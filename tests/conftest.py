@@ -13,7 +13,7 @@ from pathlib import Path
 os.environ["GCE_METADATA_DETECT_RETRIES"] = "1"
 
 import pytest
-from adk_token_exchange.testing import GoogleEmulator, ProtectedMcpServer
+from adk_token_exchange.testing import GoogleEmulator, ProtectedMcpServer, ProtectedRestServer
 
 
 def _closed_loopback_port() -> int:
@@ -65,4 +65,11 @@ def emulator() -> Iterator[GoogleEmulator]:
 def protected_mcp(emulator: GoogleEmulator) -> Iterator[ProtectedMcpServer]:
     """An MCP server that, like Cloud Run, takes only ID tokens for its own URL."""
     with ProtectedMcpServer(emulator) as server:
+        yield server
+
+
+@pytest.fixture
+def protected_rest(emulator: GoogleEmulator) -> Iterator[ProtectedRestServer]:
+    """An OpenAPI REST service that, like Google APIs, takes only access tokens."""
+    with ProtectedRestServer(emulator) as server:
         yield server

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from unittest import mock
 
 import pytest
@@ -218,12 +217,6 @@ async def test_adk_mcp_toolset_calls_tool_through_the_gate(
 
 
 # -- the REST API that takes access tokens ----------------------------------------------
-
-
-@pytest.fixture
-def protected_rest(emulator: GoogleEmulator) -> Iterator[ProtectedRestServer]:
-    with ProtectedRestServer(emulator) as server:
-        yield server
 
 
 def get_greeting(server: ProtectedRestServer, token: str | None) -> requests.Response:

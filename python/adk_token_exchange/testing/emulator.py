@@ -396,6 +396,7 @@ class GoogleEmulator:
         self._stopping = threading.Event()
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port = 0
         self._signing_key = _keys.pooled_key(0)
         self._signing_kid = secrets.token_hex(20)
         self._signing_cert: str | None = None
@@ -426,6 +427,7 @@ class GoogleEmulator:
                 return self
             self._stopping.clear()
             server = _HTTPServer(self)
+            self._port = int(server.server_address[1])
             thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -463,13 +465,17 @@ class GoogleEmulator:
 
     # -- addresses -------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        state = "running" if self._server is not None else "stopped"
+        where = f" at {self.url}" if self._port else ""
+        return f"<GoogleEmulator {state}{where}>"
+
     @property
     def port(self) -> int:
-        """The bound port (the emulator must be started)."""
-        server = self._server
-        if server is None:
-            raise RuntimeError("GoogleEmulator is not started")
-        return int(server.server_address[1])
+        """The bound port (kept after :meth:`stop`; a restart binds a new one)."""
+        if not self._port:
+            raise RuntimeError("GoogleEmulator was never started")
+        return self._port
 
     @property
     def url(self) -> str:
