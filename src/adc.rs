@@ -22,8 +22,8 @@
 //! gcloud login mints tokens as (and with the audience of) a service account.
 //!
 //! ```no_run
-//! # async fn run() -> adk_token_exchange::error::Result<()> {
-//! use adk_token_exchange::{adc, request::TokenRequest};
+//! # async fn run() -> _native::error::Result<()> {
+//! use _native::{adc, request::TokenRequest};
 //! let resolved = adc::application_default(None).await?;
 //! for step in &resolved.steps {
 //!     println!("{step}");

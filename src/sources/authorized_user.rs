@@ -22,10 +22,10 @@
 //! ignores it for this type); absent, it is Google's endpoint.
 //!
 //! ```no_run
-//! # async fn run() -> adk_token_exchange::error::Result<()> {
-//! use adk_token_exchange::{request::TokenRequest, sources::TokenSource};
+//! # async fn run() -> _native::error::Result<()> {
+//! use _native::{request::TokenRequest, sources::TokenSource};
 //! let path = std::path::Path::new("/home/me/.config/gcloud/application_default_credentials.json");
-//! let source = adk_token_exchange::adc::from_file(path, None)?;
+//! let source = _native::adc::from_file(path, None)?;
 //! let token = source.fetch(&TokenRequest::access(Vec::<String>::new())).await?;
 //! # Ok(()) }
 //! ```

@@ -27,8 +27,8 @@
 //!   local emulator). It must be https, or http to a loopback host.
 //!
 //! ```no_run
-//! # async fn run() -> adk_token_exchange::error::Result<()> {
-//! use adk_token_exchange::{adc, request::TokenRequest, sources::impersonated::Impersonation};
+//! # async fn run() -> _native::error::Result<()> {
+//! use _native::{adc, request::TokenRequest, sources::impersonated::Impersonation};
 //! let target = Impersonation { target: "mcp-caller@proj.iam.gserviceaccount.com".into(), delegates: vec![] };
 //! let source = adc::application_default(Some(target)).await?.source;
 //! let id = source.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")).await?;

@@ -18,8 +18,8 @@
 //! through a proxy.
 //!
 //! ```no_run
-//! # async fn run() -> adk_token_exchange::error::Result<()> {
-//! use adk_token_exchange::{request::TokenRequest, sources::{metadata::MetadataServer, TokenSource}};
+//! # async fn run() -> _native::error::Result<()> {
+//! use _native::{request::TokenRequest, sources::{metadata::MetadataServer, TokenSource}};
 //! let server = MetadataServer::from_env()?;
 //! let id = server.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")).await?;
 //! # Ok(()) }

@@ -17,10 +17,10 @@
 //! loopback emulator), so an edited key file cannot ship assertions in clear.
 //!
 //! ```no_run
-//! # async fn run() -> adk_token_exchange::error::Result<()> {
-//! use adk_token_exchange::{request::TokenRequest, sources::TokenSource};
+//! # async fn run() -> _native::error::Result<()> {
+//! use _native::{request::TokenRequest, sources::TokenSource};
 //! let json = std::fs::read_to_string("key.json").unwrap();
-//! let source = adk_token_exchange::adc::from_json(&json, "key.json", None)?;
+//! let source = _native::adc::from_json(&json, "key.json", None)?;
 //! let id = source.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")).await?;
 //! # Ok(()) }
 //! ```
