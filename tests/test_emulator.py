@@ -220,6 +220,18 @@ def test_assertion_from_unknown_service_account_is_invalid_grant(
     assert response.json()["error"] == "invalid_grant"
 
 
+def test_deleted_service_account_key_stops_working(
+    emulator: GoogleEmulator, http: requests.Session
+) -> None:
+    info = emulator.service_account_info()
+    emulator.delete_service_account(info["client_email"])
+
+    response = post_assertion(http, emulator, sign_assertion(info))
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
 def test_assertion_without_scope_or_target_audience_is_invalid_scope(
     emulator: GoogleEmulator, http: requests.Session
 ) -> None:
@@ -330,6 +342,16 @@ def test_metadata_request_without_flavor_header_is_forbidden(
     assert response.headers["Metadata-Flavor"] == "Google"
 
 
+def test_metadata_server_refuses_proxied_requests(
+    emulator: GoogleEmulator, http: requests.Session
+) -> None:
+    headers = {"Metadata-Flavor": "Google", "X-Forwarded-For": "203.0.113.7"}
+
+    response = http.get(emulator.url + "/computeMetadata/v1/project/project-id", headers=headers)
+
+    assert response.status_code == 403
+
+
 def test_metadata_identity_without_audience_is_bad_request(
     emulator: GoogleEmulator, http: requests.Session
 ) -> None:
@@ -358,8 +380,7 @@ def test_google_auth_default_finds_gcloud_adc_file_and_refreshes(
     emulator: GoogleEmulator, google_request: Request
 ) -> None:
     info = emulator.authorized_user_info("dev@example.com", quota_project_id="my-quota")
-    adc = Path(google.auth._cloud_sdk.get_config_path()) / "application_default_credentials.json"
-    emulator.write_json(adc.parent, adc.name, info)
+    emulator.write_application_default_credentials(info)
 
     creds, _ = google.auth.default()
     # google-auth ignores token_uri in authorized_user files and always calls Google.

@@ -603,6 +603,11 @@ class GoogleEmulator:
         with self._lock:
             self._users.pop(refresh_token, None)
 
+    def delete_service_account(self, email: str) -> None:
+        """Delete a service account: its key stops working and IAM answers 404 for it."""
+        with self._lock:
+            self._service_accounts.pop(email, None)
+
     def impersonated_info(
         self, source_info: Mapping[str, Any], target_email: str, delegates: Sequence[str] = ()
     ) -> dict[str, Any]:
@@ -627,6 +632,16 @@ class GoogleEmulator:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(info, indent=2))
         return path
+
+    def write_application_default_credentials(
+        self, info: Mapping[str, Any], config_dir: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Write ``info`` where gcloud keeps ADC: ``application_default_credentials.json``
+        under ``config_dir``, else ``$CLOUDSDK_CONFIG``, else ``~/.config/gcloud``."""
+        directory = config_dir or os.environ.get("CLOUDSDK_CONFIG")
+        if not directory:
+            directory = Path.home() / ".config" / "gcloud"
+        return self.write_json(directory, "application_default_credentials.json", info)
 
     def use_metadata_server(self, target: _EnvTarget | MutableMapping[str, str]) -> None:
         """Point ``GCE_METADATA_HOST`` and ``GCE_METADATA_IP`` at this emulator.
@@ -1127,6 +1142,9 @@ class GoogleEmulator:
                 b"Missing required header: Metadata-Flavor: Google",
                 "text/plain; charset=utf-8",
             )
+        if handler.headers.get("X-Forwarded-For") is not None:
+            # The metadata server refuses proxied requests (an SSRF guard).
+            return _Response(403, b"Request forbidden: X-Forwarded-For", "text/plain")
         if path == "/":
             return _Response(200, b"computeMetadata/\n", _METADATA_TEXT)
         if path in ("/computeMetadata/", "/computeMetadata"):
