@@ -916,6 +916,7 @@ class GoogleEmulator:
             connection=handler.server.connection_number(handler.request),
             started=time.monotonic(),
         )
+        _describe(record, handler.headers.get("Content-Type", ""), body)
         with self._lock:
             self._records.append(record)
             fault = self._take_fault(kind, path)
@@ -1005,15 +1006,7 @@ class GoogleEmulator:
     # -- POST /token -----------------------------------------------------------------
 
     def _token_endpoint(self, handler: _Handler, body: bytes, record: RequestRecord) -> _Response:
-        content_type = handler.headers.get("Content-Type", "")
-        if "application/json" in content_type:
-            try:
-                raw = json.loads(body or b"{}")
-                form = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-            except ValueError:
-                form = {}
-        else:
-            form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        form = _form(handler.headers.get("Content-Type", ""), body)
         grant_type = form.get("grant_type", "")
         record.grant_type = grant_type or None
         if grant_type == _JWT_BEARER:
@@ -1329,6 +1322,45 @@ def _endpoint_kind(path: str) -> EndpointKind:
     ):
         return "certs"
     return "other"
+
+
+def _describe(record: RequestRecord, content_type: str, body: bytes) -> None:
+    """Fill in what was asked for, before any fault decides the answer."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError, jwt.PyJWTError):
+        if record.kind == "token":
+            form = _form(content_type, body)
+            record.grant_type = form.get("grant_type") or None
+            if form.get("assertion"):
+                claims = jwt.decode(form["assertion"], options={"verify_signature": False})
+                record.principal = str(claims.get("iss")) or None
+                if "target_audience" in claims:
+                    record.audience = str(claims["target_audience"])
+                if "scope" in claims:
+                    record.scopes = tuple(str(claims["scope"]).split())
+            elif form.get("scope"):
+                record.scopes = tuple(form["scope"].split())
+        elif record.kind == "metadata":
+            if "audience" in record.query:
+                record.audience = record.query["audience"]
+            if record.query.get("scopes"):
+                record.scopes = tuple(s for s in record.query["scopes"].split(",") if s)
+        elif record.kind == "iam" and body:
+            request = json.loads(body)
+            if isinstance(request.get("audience"), str):
+                record.audience = request["audience"]
+            if isinstance(request.get("scope"), list):
+                record.scopes = tuple(str(s) for s in request["scope"])
+
+
+def _form(content_type: str, body: bytes) -> dict[str, str]:
+    """The token endpoint's parameters: a form, or (as Google also accepts) JSON."""
+    if "application/json" in content_type:
+        try:
+            raw = json.loads(body or b"{}")
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    return {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
 def _issues_tokens(kind: EndpointKind, path: str) -> bool:
