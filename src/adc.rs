@@ -45,7 +45,7 @@ use crate::sources::authorized_user::AuthorizedUser;
 use crate::sources::impersonated::{ImpersonatedServiceAccount, Impersonation};
 use crate::sources::metadata::{self, MetadataServer};
 use crate::sources::service_account::ServiceAccountKey;
-use crate::sources::{json_problem, CredentialFile, SourceDescription, SourceKind, TokenSource};
+use crate::sources::{CredentialFile, SourceDescription, SourceKind, TokenSource};
 
 /// The variable naming a credential file.
 pub const CREDENTIALS_VAR: &str = "GOOGLE_APPLICATION_CREDENTIALS";
@@ -135,12 +135,7 @@ pub fn from_json(
     origin: &str,
     impersonation: Option<Impersonation>,
 ) -> Result<Arc<dyn TokenSource>> {
-    let file: CredentialFile = serde_json::from_str(json).map_err(|e| {
-        Error::Config(format!(
-            "{origin}: {}",
-            json_problem(&e, "the credential JSON")
-        ))
-    })?;
+    let file = CredentialFile::parse(json, origin)?;
     let source = from_credential_file(file, origin)?;
     with_impersonation(source, impersonation)
 }
@@ -242,8 +237,7 @@ fn load_file(
             "{origin}: the file is not UTF-8 text, so not a credential JSON file"
         ))
     })?;
-    let file: CredentialFile = serde_json::from_str(text)
-        .map_err(|e| Error::Config(format!("{origin}: {}", json_problem(&e, "the file"))))?;
+    let file = CredentialFile::parse(text, origin)?;
     let source = from_credential_file(file, origin)?;
     with_impersonation(source, impersonation)
 }
@@ -264,6 +258,12 @@ fn read_credential_file(path: &Path, origin: &str) -> Result<Zeroizing<Vec<u8>>>
     if meta.is_dir() {
         return Err(Error::Config(format!(
             "{origin}: is a directory; expected a credential JSON file"
+        )));
+    }
+    if !meta.is_file() {
+        // A FIFO would block the open; a device like /dev/zero never ends.
+        return Err(Error::Config(format!(
+            "{origin}: is not a regular file (a device, FIFO or socket); expected a credential JSON file"
         )));
     }
     if meta.len() > MAX_FILE_BYTES {
@@ -591,6 +591,64 @@ mod tests {
         assert!(e.to_string().contains("limit 1 MiB"), "{e}");
         let e = from_file(&dir.0.join("nope.json"), None).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_are_refused_without_reading_them() {
+        let e = from_file(Path::new("/dev/zero"), None).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn files_that_are_not_json_objects_are_named() {
+        let dir = TempDir::new();
+        for (name, content) in [
+            ("empty.json", ""),
+            ("array.json", "[1, 2]"),
+            ("text.json", "not json"),
+            ("truncated.json", r#"{"type": "service_account","#),
+        ] {
+            let path = dir.write(name, content);
+            let e = from_file(&path, None).unwrap_err();
+            assert!(matches!(e, Error::Config(_)), "{name}: {e:?}");
+            assert!(
+                e.to_string().contains(&path.display().to_string()),
+                "{name}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_json_type_is_named() {
+        for (json, field) in [
+            (r#"{"type": 5}"#, "type"),
+            (
+                r#"{"type": "service_account", "client_email": 5}"#,
+                "client_email",
+            ),
+            (
+                r#"{"type": "service_account", "private_key": ["x"]}"#,
+                "private_key",
+            ),
+            (
+                r#"{"type": "impersonated_service_account", "delegates": "d"}"#,
+                "delegates",
+            ),
+        ] {
+            let e = from_json(json, "k.json", None).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains(&format!("k.json: field `{field}` must be")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_utf8_bom_is_ignored() {
+        let src = from_json(&format!("\u{feff}{}", sa_json()), "bom.json", None).unwrap();
+        assert_eq!(src.describe().principal.as_deref(), Some(SA));
     }
 
     #[test]

@@ -37,8 +37,9 @@ use std::sync::Once;
 use reqwest::Url;
 
 use super::{
-    access_token_from_json, id_token_from_jwt, invalid, json_problem, optional, required,
-    BoxFuture, CredentialFile, SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
+    access_token_from_json, check_request, id_token_from_jwt, invalid, json_problem, optional,
+    required, BoxFuture, CredentialFile, SourceDescription, SourceKind, TokenSource,
+    DEFAULT_TOKEN_URI,
 };
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
@@ -86,12 +87,7 @@ impl AuthorizedUser {
 
     /// Parses credential JSON; `origin` names it in errors.
     pub fn from_json(json: &str, origin: &str) -> Result<Self> {
-        let f: CredentialFile = serde_json::from_str(json).map_err(|e| {
-            Error::Config(format!(
-                "{origin}: {}",
-                json_problem(&e, "the credential file")
-            ))
-        })?;
+        let f = CredentialFile::parse(json, origin)?;
         Self::from_file(f, origin)
     }
 
@@ -104,6 +100,7 @@ impl AuthorizedUser {
     }
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
+        check_request(request)?;
         if let TokenRequest::Id { .. } = request {
             warn_about_id_token_audience();
         }

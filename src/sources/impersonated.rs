@@ -42,8 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::Url;
 
 use super::{
-    access_token_until, id_token_from_jwt, invalid, json_problem, optional, required, BoxFuture,
-    CredentialFile, SourceDescription, SourceKind, TokenSource,
+    access_token_until, check_request, id_token_from_jwt, invalid, json_problem, optional,
+    required, BoxFuture, CredentialFile, SourceDescription, SourceKind, TokenSource,
 };
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
@@ -190,13 +190,7 @@ impl ImpersonatedServiceAccount {
     }
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
-        if let TokenRequest::Id { audience } = request {
-            if audience.trim().is_empty() {
-                return Err(Error::Config(
-                    "an ID token needs a non-empty audience".into(),
-                ));
-            }
-        }
+        check_request(request)?;
         let caller = self
             .inner
             .fetch(&TokenRequest::access([CLOUD_PLATFORM]))

@@ -28,8 +28,8 @@
 use reqwest::Url;
 
 use super::{
-    access_token_from_json, id_token_from_jwt, invalid, BoxFuture, SourceDescription, SourceKind,
-    TokenSource,
+    access_token_from_json, check_request, id_token_from_jwt, invalid, BoxFuture,
+    SourceDescription, SourceKind, TokenSource,
 };
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
@@ -113,6 +113,7 @@ impl MetadataServer {
     }
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
+        check_request(request)?;
         let url = match request {
             TokenRequest::Access { scopes } => {
                 let mut u = self.url(&format!("{ACCOUNT_PATH}/token"));
@@ -120,11 +121,6 @@ impl MetadataServer {
                 u
             }
             TokenRequest::Id { audience } => {
-                if audience.trim().is_empty() {
-                    return Err(Error::Config(
-                        "an ID token needs a non-empty audience".into(),
-                    ));
-                }
                 let mut u = self.url(&format!("{ACCOUNT_PATH}/identity"));
                 u.query_pairs_mut()
                     .append_pair("audience", audience)

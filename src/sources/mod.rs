@@ -67,36 +67,195 @@ pub trait TokenSource: Send + Sync + fmt::Debug {
 /// The JSON credential file format shared by gcloud, google-auth and
 /// `GOOGLE_APPLICATION_CREDENTIALS` (<https://google.aip.dev/auth/4112>,
 /// 4113, 4114): every field of every supported `type`, all optional, so
-/// missing ones are reported by name. Secrets go straight into [`Secret`].
+/// missing ones are reported by name. Secret strings are moved straight
+/// into [`Secret`].
 ///
 /// ADK's `ServiceAccountCredential` model dumps as `type_` (by field name) or
 /// camelCase (`by_alias=True`); both spellings are accepted.
-#[derive(Default, serde::Deserialize)]
-#[serde(default)]
+#[derive(Default)]
 pub struct CredentialFile {
-    #[serde(rename = "type", alias = "type_")]
     pub kind: Option<String>,
-    #[serde(alias = "clientEmail")]
     pub client_email: Option<String>,
-    #[serde(alias = "privateKey")]
     pub private_key: Option<Secret>,
-    #[serde(alias = "privateKeyId")]
     pub private_key_id: Option<String>,
-    #[serde(alias = "tokenUri")]
     pub token_uri: Option<String>,
-    #[serde(alias = "clientId")]
     pub client_id: Option<String>,
-    #[serde(alias = "clientSecret")]
     pub client_secret: Option<Secret>,
-    #[serde(alias = "refreshToken")]
     pub refresh_token: Option<Secret>,
-    #[serde(alias = "quotaProjectId")]
     pub quota_project_id: Option<String>,
-    #[serde(alias = "serviceAccountImpersonationUrl")]
     pub service_account_impersonation_url: Option<String>,
     pub delegates: Option<Vec<String>>,
-    #[serde(alias = "sourceCredentials")]
     pub source_credentials: Option<Box<CredentialFile>>,
+}
+
+impl CredentialFile {
+    /// Parses credential JSON text (a leading UTF-8 BOM is ignored). Errors
+    /// name `origin` and the field, and never quote the input.
+    pub fn parse(json: &str, origin: &str) -> Result<Self> {
+        let text = json.strip_prefix('\u{feff}').unwrap_or(json);
+        if text.trim().is_empty() {
+            return Err(Error::Config(format!(
+                "{origin}: is empty; expected a credential JSON object"
+            )));
+        }
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            Error::Config(format!(
+                "{origin}: {}",
+                json_problem(&e, "the credential JSON")
+            ))
+        })?;
+        Self::from_value(value, origin)
+    }
+
+    /// Reads the fields out of a parsed JSON object.
+    pub fn from_value(value: serde_json::Value, origin: &str) -> Result<Self> {
+        use serde_json::Value;
+        let Value::Object(mut map) = value else {
+            return Err(Error::Config(format!(
+                "{origin}: is {}, not a JSON object; expected a credential JSON object",
+                json_kind(&value)
+            )));
+        };
+        let mut take = |names: &[&str]| -> Option<(String, Value)> {
+            names.iter().find_map(|n| {
+                map.remove(*n)
+                    .filter(|v| !v.is_null())
+                    .map(|v| ((*n).to_owned(), v))
+            })
+        };
+        let wrong = |field: &str, want: &str, got: &Value| {
+            Error::Config(format!(
+                "{origin}: field `{field}` must be {want}, not {}",
+                json_kind(got)
+            ))
+        };
+        let mut string = |names: &[&str]| -> Result<Option<String>> {
+            match take(names) {
+                None => Ok(None),
+                Some((_, Value::String(s))) => Ok(Some(s)),
+                Some((field, other)) => Err(wrong(&field, "a string", &other)),
+            }
+        };
+        let kind = string(&["type", "type_"])?;
+        let client_email = string(&["client_email", "clientEmail"])?;
+        let private_key = string(&["private_key", "privateKey"])?.map(Secret::new);
+        let private_key_id = string(&["private_key_id", "privateKeyId"])?;
+        let token_uri = string(&["token_uri", "tokenUri"])?;
+        let client_id = string(&["client_id", "clientId"])?;
+        let client_secret = string(&["client_secret", "clientSecret"])?.map(Secret::new);
+        let refresh_token = string(&["refresh_token", "refreshToken"])?.map(Secret::new);
+        let quota_project_id = string(&["quota_project_id", "quotaProjectId"])?;
+        let service_account_impersonation_url = string(&[
+            "service_account_impersonation_url",
+            "serviceAccountImpersonationUrl",
+        ])?;
+        let delegates = match take(&["delegates"]) {
+            None => None,
+            Some((field, Value::Array(items))) => Some(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        Value::String(s) => Ok(s),
+                        other => Err(wrong(&field, "a list of strings", &other)),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            Some((field, other)) => return Err(wrong(&field, "a list of strings", &other)),
+        };
+        let source_credentials = match take(&["source_credentials", "sourceCredentials"]) {
+            None => None,
+            Some((field, v @ Value::Object(_))) => Some(Box::new(Self::from_value(
+                v,
+                &format!("{origin}: {field}"),
+            )?)),
+            Some((field, other)) => return Err(wrong(&field, "a JSON object", &other)),
+        };
+        Ok(CredentialFile {
+            kind,
+            client_email,
+            private_key,
+            private_key_id,
+            token_uri,
+            client_id,
+            client_secret,
+            refresh_token,
+            quota_project_id,
+            service_account_impersonation_url,
+            delegates,
+            source_credentials,
+        })
+    }
+}
+
+/// Deserializing a `CredentialFile` directly (e.g. `serde_json::from_str`)
+/// applies the same checks as [`CredentialFile::parse`].
+impl<'de> serde::Deserialize<'de> for CredentialFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        CredentialFile::from_value(value, "credential JSON").map_err(serde::de::Error::custom)
+    }
+}
+
+/// "a number", "an array", … for error messages (never the value itself).
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Refuses requests no Google endpoint could serve, before any I/O: an empty
+/// or oversized audience, control characters, scopes that are not RFC 6749
+/// scope tokens.
+pub(crate) fn check_request(request: &TokenRequest) -> Result<()> {
+    const MAX_AUDIENCE: usize = 4096;
+    const MAX_SCOPES: usize = 16 * 1024;
+    match request {
+        TokenRequest::Id { audience } => {
+            if audience.trim().is_empty() {
+                return Err(Error::Config(
+                    "an ID token needs an audience: the URL of the service it is for".into(),
+                ));
+            }
+            if audience.len() > MAX_AUDIENCE {
+                return Err(Error::Config(format!(
+                    "the audience is {} bytes long; an audience is a URL (at most {MAX_AUDIENCE} bytes)",
+                    audience.len()
+                )));
+            }
+            if audience.chars().any(char::is_control) {
+                return Err(Error::Config(
+                    "the audience contains control characters; an audience is a URL".into(),
+                ));
+            }
+        }
+        TokenRequest::Access { scopes } => {
+            // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+            let valid = |s: &str| {
+                s.bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+            };
+            if let Some(bad) = scopes.iter().find(|s| !valid(s)) {
+                let shown: String = bad.chars().take(80).collect();
+                return Err(Error::Config(format!(
+                    "scope {shown:?} is not a valid OAuth2 scope (no spaces, quotes, backslashes or control characters)"
+                )));
+            }
+            let total: usize = scopes.iter().map(|s| s.len() + 1).sum();
+            if total > MAX_SCOPES {
+                return Err(Error::Config(format!(
+                    "{} scopes ({total} bytes) are more than a token request can carry (at most {MAX_SCOPES} bytes)",
+                    scopes.len()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Debug for CredentialFile {
@@ -465,9 +624,41 @@ mod tests {
     }
 
     #[test]
+    fn requests_no_endpoint_could_serve_are_refused_before_any_io() {
+        for bad in [
+            TokenRequest::id(""),
+            TokenRequest::id("https://x.run.app\r\nX-Evil: 1"),
+            TokenRequest::id("https://x.run.app/\0"),
+            TokenRequest::id(format!("https://x.run.app/{}", "a".repeat(5000))),
+            TokenRequest::access(["a\r\nb"]),
+            TokenRequest::access(["with\"quote"]),
+            TokenRequest::access((0..50_000).map(|i| format!("s{i}"))),
+        ] {
+            let e = check_request(&bad).unwrap_err();
+            assert!(matches!(e, Error::Config(_)), "{bad:?}: {e:?}");
+        }
+        assert!(check_request(&TokenRequest::id("https://x.run.app")).is_ok());
+        assert!(check_request(&TokenRequest::access(Vec::<String>::new())).is_ok());
+    }
+
+    #[test]
+    fn credential_file_deserializes_with_the_same_field_checks() {
+        let f: CredentialFile =
+            serde_json::from_str(r#"{"type_":"authorized_user","refreshToken":"r"}"#).unwrap();
+        assert_eq!(f.kind.as_deref(), Some("authorized_user"));
+        assert!(f.refresh_token.is_some());
+        let e = serde_json::from_str::<CredentialFile>(r#"{"type": 5}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("field `type` must be a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn credential_file_debug_hides_secrets() {
-        let f: CredentialFile = serde_json::from_str(
+        let f = CredentialFile::parse(
             r#"{"type":"authorized_user","client_secret":"S3CRET","refresh_token":"1//R3FRESH"}"#,
+            "f",
         )
         .unwrap();
         let text = format!("{f:?}");

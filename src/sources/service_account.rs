@@ -32,8 +32,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Url;
 
 use super::{
-    access_token_from_json, id_token_from_jwt, invalid, json_problem, optional, required,
-    BoxFuture, CredentialFile, SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
+    access_token_from_json, check_request, id_token_from_jwt, invalid, json_problem, optional,
+    required, BoxFuture, CredentialFile, SourceDescription, SourceKind, TokenSource,
+    DEFAULT_TOKEN_URI,
 };
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
@@ -105,8 +106,7 @@ impl ServiceAccountKey {
 
     /// Parses key JSON; `origin` names it in errors.
     pub fn from_json(json: &str, origin: &str) -> Result<Self> {
-        let f: CredentialFile = serde_json::from_str(json)
-            .map_err(|e| Error::Config(format!("{origin}: {}", json_problem(&e, "the key"))))?;
+        let f = CredentialFile::parse(json, origin)?;
         Self::from_file(f, origin)
     }
 
@@ -153,13 +153,7 @@ impl ServiceAccountKey {
     }
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
-        if let TokenRequest::Id { audience } = request {
-            if audience.trim().is_empty() {
-                return Err(Error::Config(
-                    "an ID token needs a non-empty audience".into(),
-                ));
-            }
-        }
+        check_request(request)?;
         let assertion = self.assertion(request, SystemTime::now())?;
         let call = Call::post_form(
             self.token_uri.clone(),
