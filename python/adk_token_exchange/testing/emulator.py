@@ -41,13 +41,11 @@ import json
 import logging
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol
@@ -57,6 +55,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import _keys
+from ._http import JSON, LoopbackHTTPServer, RequestHandler, Response
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -101,8 +100,6 @@ _ADC_LOGIN_SCOPES = (
 )
 _MAX_ASSERTION_LIFETIME = 3600
 _CLOCK_SKEW = 60  # Google tolerates some skew on the assertion's iat.
-_MAX_BODY = 1 << 20
-_JSON = "application/json; charset=utf-8"
 # The metadata server labels plain values "application/text", not text/plain.
 _METADATA_TEXT = "application/text"
 
@@ -208,24 +205,16 @@ class _Fault:
     content_type: str | None = None
 
 
-@dataclass
-class _Response:
-    status: int
-    body: bytes = b""
-    content_type: str = _JSON
-    headers: dict[str, str] = field(default_factory=dict)
-
-
 class _Reject(Exception):
     """Raised inside a protocol handler to answer with an error response."""
 
-    def __init__(self, response: _Response) -> None:
+    def __init__(self, response: Response) -> None:
         super().__init__(response.status)
         self.response = response
 
 
-def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Response:
-    return _Response(status, json.dumps(payload).encode(), _JSON, headers or {})
+def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(payload).encode(), JSON, headers or {})
 
 
 def _oauth_error(status: int, error: str, description: str) -> _Reject:
@@ -253,116 +242,6 @@ def _rfc3339(unix: float) -> str:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = True
-    request_queue_size = 128
-
-    def __init__(self, emulator: GoogleEmulator) -> None:
-        self.emulator = emulator
-        self._sockets: dict[socket.socket, int] = {}
-        self._sockets_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with contextlib.suppress(OSError):
-            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        number = self.emulator._connection_accepted()
-        with self._sockets_lock:
-            self._sockets[request] = number
-        super().process_request(request, client_address)
-
-    def connection_number(self, request: Any) -> int:
-        with self._sockets_lock:
-            return self._sockets.get(request, 0)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._sockets_lock:
-            self._sockets.pop(request, None)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        """Unblock handler threads waiting on idle keep-alive connections."""
-        with self._sockets_lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not self.emulator._stopping.is_set():
-            _log.debug("emulator connection error", exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "GoogleEmulator/1"
-    sys_version = ""
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            total = 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                total += size
-                if total > _MAX_BODY:
-                    raise ValueError("body too large")
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY:
-            raise ValueError("body too large")
-        return self.rfile.read(length) if length else b""
-
-    def _serve(self) -> None:
-        emulator = self.server.emulator
-        try:
-            body = self._read_body()
-        except (ValueError, OSError):
-            self.close_connection = True
-            self._write(_Response(413, b"request body too large", "text/plain"))
-            return
-        response = emulator._handle(self, body)
-        if response is None:  # hung until stop(): drop the connection unanswered
-            self.close_connection = True
-            return
-        self._write(response)
-
-    def _write(self, response: _Response) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
 
 
 class GoogleEmulator:
@@ -394,7 +273,7 @@ class GoogleEmulator:
         """Scopes the metadata server's identity has (``.../default/scopes``)."""
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._server: _HTTPServer | None = None
+        self._server: LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
         self._signing_key = _keys.pooled_key(0)
@@ -426,12 +305,12 @@ class GoogleEmulator:
             if self._server is not None:
                 return self
             self._stopping.clear()
-            server = _HTTPServer(self)
-            self._port = int(server.server_address[1])
+            server = LoopbackHTTPServer(self._handle, self._connection_accepted, self._stopping)
+            self._port = server.port
             thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.05},
-                name=f"GoogleEmulator:{server.server_address[1]}",
+                name=f"GoogleEmulator:{server.port}",
                 daemon=True,
             )
             self._server, self._thread = server, thread
@@ -831,7 +710,7 @@ class GoogleEmulator:
         self,
         status: int,
         body: str | bytes | Mapping[str, Any],
-        content_type: str = _JSON,
+        content_type: str = JSON,
         endpoint: str | None = None,
         *,
         times: int = 1,
@@ -903,7 +782,7 @@ class GoogleEmulator:
 
     # -- request handling (runs on handler threads) ----------------------------------
 
-    def _handle(self, handler: _Handler, body: bytes) -> _Response | None:
+    def _handle(self, handler: RequestHandler, body: bytes) -> Response | None:
         parts = urlsplit(handler.path)
         path = parts.path or "/"
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
@@ -962,16 +841,16 @@ class GoogleEmulator:
             return self._latency.get(kind, self._latency.get(None, 0.0))
 
     @staticmethod
-    def _fault_response(fault: _Fault, kind: EndpointKind) -> _Response:
+    def _fault_response(fault: _Fault, kind: EndpointKind) -> Response:
         if fault.action == "respond":
             assert fault.body is not None
-            return _Response(fault.status, fault.body, fault.content_type or _JSON)
+            return Response(fault.status, fault.body, fault.content_type or JSON)
         if fault.body is not None:
-            return _Response(fault.status, fault.body, _JSON)
+            return Response(fault.status, fault.body, JSON)
         if kind == "token":
             payload: Any = {"error": "internal_failure", "error_description": "Emulated failure."}
         elif kind == "metadata":
-            return _Response(fault.status, b"Emulated failure.", _METADATA_TEXT)
+            return Response(fault.status, b"Emulated failure.", _METADATA_TEXT)
         else:
             payload = {
                 "error": {
@@ -985,15 +864,15 @@ class GoogleEmulator:
     def _route(
         self,
         kind: EndpointKind,
-        handler: _Handler,
+        handler: RequestHandler,
         path: str,
         query: dict[str, str],
         body: bytes,
         record: RequestRecord,
-    ) -> _Response:
+    ) -> Response:
         if kind == "token":
             if handler.command != "POST":
-                return _Response(405, b"Method Not Allowed", "text/plain")
+                return Response(405, b"Method Not Allowed", "text/plain")
             return self._token_endpoint(handler, body, record)
         if kind == "metadata":
             return self._metadata(handler, path, query, record)
@@ -1001,11 +880,13 @@ class GoogleEmulator:
             return self._iam(handler, path, body, record)
         if kind == "certs":
             return self._certs(path)
-        return _Response(404, b"Not Found", "text/plain")
+        return Response(404, b"Not Found", "text/plain")
 
     # -- POST /token -----------------------------------------------------------------
 
-    def _token_endpoint(self, handler: _Handler, body: bytes, record: RequestRecord) -> _Response:
+    def _token_endpoint(
+        self, handler: RequestHandler, body: bytes, record: RequestRecord
+    ) -> Response:
         form = _form(handler.headers.get("Content-Type", ""), body)
         grant_type = form.get("grant_type", "")
         record.grant_type = grant_type or None
@@ -1015,7 +896,7 @@ class GoogleEmulator:
             return self._refresh_token_grant(form, record)
         raise _oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
 
-    def _jwt_bearer_grant(self, form: dict[str, str], record: RequestRecord) -> _Response:
+    def _jwt_bearer_grant(self, form: dict[str, str], record: RequestRecord) -> Response:
         """RFC 7523 §2.1 as Google implements it for service account keys."""
         assertion = form.get("assertion")
         if not assertion:
@@ -1092,7 +973,7 @@ class GoogleEmulator:
             {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"},
         )
 
-    def _refresh_token_grant(self, form: dict[str, str], record: RequestRecord) -> _Response:
+    def _refresh_token_grant(self, form: dict[str, str], record: RequestRecord) -> Response:
         """OAuth 2.0 refresh (RFC 6749 §6) for ``authorized_user`` credentials."""
         for name in ("client_id", "client_secret", "refresh_token"):
             if not form.get(name):
@@ -1127,21 +1008,21 @@ class GoogleEmulator:
     # -- metadata server -------------------------------------------------------------
 
     def _metadata(
-        self, handler: _Handler, path: str, query: dict[str, str], record: RequestRecord
-    ) -> _Response:
+        self, handler: RequestHandler, path: str, query: dict[str, str], record: RequestRecord
+    ) -> Response:
         if handler.headers.get("Metadata-Flavor") != "Google":
-            return _Response(
+            return Response(
                 403,
                 b"Missing required header: Metadata-Flavor: Google",
                 "text/plain; charset=utf-8",
             )
         if handler.headers.get("X-Forwarded-For") is not None:
             # The metadata server refuses proxied requests (an SSRF guard).
-            return _Response(403, b"Request forbidden: X-Forwarded-For", "text/plain")
+            return Response(403, b"Request forbidden: X-Forwarded-For", "text/plain")
         if path == "/":
-            return _Response(200, b"computeMetadata/\n", _METADATA_TEXT)
+            return Response(200, b"computeMetadata/\n", _METADATA_TEXT)
         if path in ("/computeMetadata/", "/computeMetadata"):
-            return _Response(200, b"v1/\n", _METADATA_TEXT)
+            return Response(200, b"v1/\n", _METADATA_TEXT)
         root = "/computeMetadata/v1/"
         if not path.startswith(root):
             return _not_found()
@@ -1191,7 +1072,7 @@ class GoogleEmulator:
             audience = query.get("audience", "")
             record.audience = audience or None
             if not audience:
-                return _Response(400, b"non-empty audience parameter required\n", _METADATA_TEXT)
+                return Response(400, b"non-empty audience parameter required\n", _METADATA_TEXT)
             account_id = _numeric_id(email)
             claims = self._id_claims(audience, email, account_id)
             if query.get("format") == "full":
@@ -1205,12 +1086,14 @@ class GoogleEmulator:
                         "zone": "us-central1-1",
                     }
                 }
-            return _Response(200, self._sign(claims).encode(), _METADATA_TEXT)
+            return Response(200, self._sign(claims).encode(), _METADATA_TEXT)
         return _not_found()
 
     # -- IAM Credentials -------------------------------------------------------------
 
-    def _iam(self, handler: _Handler, path: str, body: bytes, record: RequestRecord) -> _Response:
+    def _iam(
+        self, handler: RequestHandler, path: str, body: bytes, record: RequestRecord
+    ) -> Response:
         # /v1/projects/{project}/serviceAccounts/{email}:{method}
         resource = path[len("/v1/projects/") :]
         _project, _, rest = resource.partition("/serviceAccounts/")
@@ -1294,7 +1177,7 @@ class GoogleEmulator:
 
     # -- certs -----------------------------------------------------------------------
 
-    def _certs(self, path: str) -> _Response:
+    def _certs(self, path: str) -> Response:
         cache = {"Cache-Control": "public, max-age=19800, must-revalidate, no-transform"}
         if path == "/oauth2/v3/certs":
             keys = [_keys.jwk(k, kid) for kid, k in self.public_keys().items()]
@@ -1392,12 +1275,12 @@ def _duration_seconds(value: str) -> float:
     return seconds
 
 
-def _text(value: str) -> _Response:
-    return _Response(200, value.encode(), _METADATA_TEXT)
+def _text(value: str) -> Response:
+    return Response(200, value.encode(), _METADATA_TEXT)
 
 
-def _not_found() -> _Response:
-    return _Response(404, b"Not Found\n", "text/html; charset=UTF-8")
+def _not_found() -> Response:
+    return Response(404, b"Not Found\n", "text/html; charset=UTF-8")
 
 
 def _to_bytes(body: str | bytes | Mapping[str, Any]) -> bytes:
