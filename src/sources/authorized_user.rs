@@ -37,9 +37,8 @@ use std::sync::Once;
 use reqwest::Url;
 
 use super::{
-    access_token_from_json, check_request, id_token_from_jwt, invalid, json_problem, optional,
-    required, BoxFuture, CredentialFile, SourceDescription, SourceKind, TokenSource,
-    DEFAULT_TOKEN_URI,
+    access_token_from_json, check_request, id_token_from_json, optional, required, BoxFuture,
+    CredentialFile, SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
 };
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
@@ -120,23 +119,13 @@ impl AuthorizedUser {
             TokenRequest::Access { .. } => {
                 access_token_from_json(&endpoint, &reply.body, reply.sent_at)
             }
-            TokenRequest::Id { .. } => {
-                #[derive(serde::Deserialize)]
-                struct IdResponse {
-                    id_token: Option<Secret>,
-                }
-                let r: IdResponse = serde_json::from_slice(&reply.body)
-                    .map_err(|e| invalid(&endpoint, json_problem(&e, "the token response")))?;
-                let jwt = r.id_token.ok_or_else(|| {
-                    invalid(
-                        &endpoint,
-                        "no `id_token` in the refresh response: the login was made without the `openid` scope; \
-                         re-run `gcloud auth application-default login`"
-                            .into(),
-                    )
-                })?;
-                id_token_from_jwt(&endpoint, jwt)
-            }
+            TokenRequest::Id { .. } => id_token_from_json(
+                &endpoint,
+                &reply.body,
+                "id_token",
+                "no `id_token` in the refresh response: the login was made without the `openid` scope; \
+                 re-run `gcloud auth application-default login`",
+            ),
         }
     }
 }

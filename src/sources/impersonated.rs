@@ -42,13 +42,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::Url;
 
 use super::{
-    access_token_until, check_request, id_token_from_jwt, invalid, json_problem, optional,
-    required, BoxFuture, CredentialFile, SourceDescription, SourceKind, TokenSource,
+    access_token_until, check_request, id_token_from_json, invalid, optional, required, BoxFuture,
+    CredentialFile, ResponseFields, SourceDescription, SourceKind, TokenSource,
 };
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
 use crate::request::{TokenRequest, CLOUD_PLATFORM};
-use crate::token::{Secret, Token};
+use crate::token::Token;
 
 /// Google's IAM Service Account Credentials endpoint.
 pub const DEFAULT_IAM_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
@@ -213,39 +213,27 @@ impl ImpersonatedServiceAccount {
         let reply = http::send(&call).await.map_err(|e| self.explain(e))?;
         match request {
             TokenRequest::Access { .. } => {
-                #[derive(serde::Deserialize)]
-                #[serde(rename_all = "camelCase")]
-                struct AccessResponse {
-                    access_token: Option<Secret>,
-                    expire_time: Option<String>,
-                }
-                let r: AccessResponse = serde_json::from_slice(&reply.body)
-                    .map_err(|e| invalid(&endpoint, json_problem(&e, "the response")))?;
+                let mut r = ResponseFields::parse(&endpoint, &reply.body)?;
                 let value = r
-                    .access_token
-                    .filter(|t| !t.expose().trim().is_empty())
+                    .secret("accessToken")?
                     .ok_or_else(|| invalid(&endpoint, "no `accessToken` in the response".into()))?;
-                let expires_at = r
-                    .expire_time
-                    .as_deref()
-                    .and_then(parse_rfc3339)
-                    .ok_or_else(|| {
-                        invalid(&endpoint, "no RFC 3339 `expireTime` in the response".into())
-                    })?;
+                let expire_time = r
+                    .string("expireTime")?
+                    .ok_or_else(|| invalid(&endpoint, "no `expireTime` in the response".into()))?;
+                let expires_at = parse_rfc3339(&expire_time).ok_or_else(|| {
+                    invalid(
+                        &endpoint,
+                        "`expireTime` is not an RFC 3339 timestamp".into(),
+                    )
+                })?;
                 access_token_until(&endpoint, value, expires_at)
             }
-            TokenRequest::Id { .. } => {
-                #[derive(serde::Deserialize)]
-                struct IdResponse {
-                    token: Option<Secret>,
-                }
-                let r: IdResponse = serde_json::from_slice(&reply.body)
-                    .map_err(|e| invalid(&endpoint, json_problem(&e, "the response")))?;
-                let jwt = r
-                    .token
-                    .ok_or_else(|| invalid(&endpoint, "no `token` in the response".into()))?;
-                id_token_from_jwt(&endpoint, jwt)
-            }
+            TokenRequest::Id { .. } => id_token_from_json(
+                &endpoint,
+                &reply.body,
+                "token",
+                "no `token` in the response",
+            ),
         }
     }
 
@@ -466,7 +454,7 @@ mod tests {
     use super::*;
     use crate::http::testing::{Answer, Server};
     use crate::sources::testing::{env_lock, jwt_expiring_in, EnvVars};
-    use crate::token::TokenKind;
+    use crate::token::{Secret, TokenKind};
 
     /// A fixed inner source, so the tests count only IAM's requests.
     #[derive(Debug)]

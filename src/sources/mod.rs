@@ -313,6 +313,87 @@ pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// Longest token lifetime believed; anything longer is a broken response.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
+/// A JSON object response, read field by field so every problem names its
+/// field. String values left unread (a refresh token, the access token of
+/// an ID-token response) are zeroized on drop.
+pub(crate) struct ResponseFields<'a> {
+    endpoint: &'a str,
+    map: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> ResponseFields<'a> {
+    pub(crate) fn parse(endpoint: &'a str, body: &[u8]) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| invalid(endpoint, json_problem(&e, "the response")))?;
+        match value {
+            serde_json::Value::Object(map) => Ok(ResponseFields { endpoint, map }),
+            mut other => {
+                let kind = json_kind(&other);
+                scrub(&mut other);
+                Err(invalid(
+                    endpoint,
+                    format!("the response is {kind}, not a JSON object"),
+                ))
+            }
+        }
+    }
+
+    /// A string field as a [`Secret`]; `Ok(None)` when absent or null.
+    pub(crate) fn secret(&mut self, field: &str) -> Result<Option<Secret>> {
+        Ok(self.string(field)?.map(Secret::new))
+    }
+
+    /// A non-empty string field; `Ok(None)` when absent or null.
+    pub(crate) fn string(&mut self, field: &str) -> Result<Option<String>> {
+        match self.map.remove(field) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
+                Err(invalid(self.endpoint, format!("`{field}` is empty")))
+            }
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(mut other) => {
+                let kind = json_kind(&other);
+                scrub(&mut other);
+                Err(invalid(
+                    self.endpoint,
+                    format!("`{field}` is {kind}, not a string"),
+                ))
+            }
+        }
+    }
+
+    /// A numeric field; `Ok(None)` when absent or null.
+    pub(crate) fn number(&mut self, field: &str) -> Result<Option<f64>> {
+        match self.map.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Number(n)) => Ok(n.as_f64()),
+            Some(other) => Err(invalid(
+                self.endpoint,
+                format!("`{field}` is {}, not a number", json_kind(other)),
+            )),
+        }
+    }
+}
+
+impl Drop for ResponseFields<'_> {
+    fn drop(&mut self) {
+        for v in self.map.values_mut() {
+            scrub(v);
+        }
+    }
+}
+
+/// Zeroizes every string inside a JSON value.
+fn scrub(v: &mut serde_json::Value) {
+    use zeroize::Zeroize;
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub),
+        serde_json::Value::Object(map) => map.values_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
 /// An access token from an OAuth2 token response (RFC 6749 §5.1):
 /// `{"access_token", "expires_in", ...}`. The metadata server answers in the
 /// same shape. `expires_in` counts from `issued_at`.
@@ -321,21 +402,13 @@ pub(crate) fn access_token_from_json(
     body: &[u8],
     issued_at: SystemTime,
 ) -> Result<Token> {
-    #[derive(serde::Deserialize)]
-    struct Response {
-        access_token: Option<Secret>,
-        expires_in: Option<serde_json::Number>,
-    }
-    let r: Response = serde_json::from_slice(body)
-        .map_err(|e| invalid(endpoint, json_problem(&e, "the token response")))?;
+    let mut r = ResponseFields::parse(endpoint, body)?;
     let value = r
-        .access_token
-        .filter(|t| !t.is_blank())
+        .secret("access_token")?
         .ok_or_else(|| invalid(endpoint, "no `access_token` in the response".into()))?;
     let secs = r
-        .expires_in
-        .and_then(|n| n.as_f64())
-        .ok_or_else(|| invalid(endpoint, "no numeric `expires_in` in the response".into()))?;
+        .number("expires_in")?
+        .ok_or_else(|| invalid(endpoint, "no `expires_in` in the response".into()))?;
     if !(secs > 0.0 && secs <= MAX_LIFETIME.as_secs_f64()) {
         return Err(invalid(
             endpoint,
@@ -350,6 +423,20 @@ pub(crate) fn access_token_from_json(
         kind: TokenKind::Access,
         expires_at: issued_at + Duration::from_secs_f64(secs),
     })
+}
+
+/// The ID token in field `field` of a JSON response; `missing` explains its absence.
+pub(crate) fn id_token_from_json(
+    endpoint: &str,
+    body: &[u8],
+    field: &str,
+    missing: &str,
+) -> Result<Token> {
+    let mut r = ResponseFields::parse(endpoint, body)?;
+    let jwt = r
+        .secret(field)?
+        .ok_or_else(|| invalid(endpoint, missing.to_owned()))?;
+    id_token_from_jwt(endpoint, jwt)
 }
 
 /// An access token with an absolute expiry, checked for sanity.
@@ -590,6 +677,54 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(e, Error::InvalidResponse { .. }), "{body}: {e:?}");
         }
+    }
+
+    #[test]
+    fn a_bad_expires_in_is_named_whatever_its_json_type() {
+        for v in [
+            "\"3600\"",
+            "true",
+            "[3600]",
+            "null",
+            "1e308",
+            "1000000000000",
+        ] {
+            let body = format!(r#"{{"access_token":"a","expires_in":{v}}}"#);
+            let e = access_token_from_json("e", body.as_bytes(), SystemTime::now()).unwrap_err();
+            assert!(e.to_string().contains("expires_in"), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn malformed_id_token_responses_are_invalid_and_name_the_field() {
+        for body in [
+            "",
+            "null",
+            "[]",
+            "42",
+            "\"ya29\"",
+            "{",
+            r#"{"id_token": 5}"#,
+            r#"{"id_token": null}"#,
+        ] {
+            let e =
+                id_token_from_json("e", body.as_bytes(), "id_token", "no `id_token`").unwrap_err();
+            assert!(matches!(e, Error::InvalidResponse { .. }), "{body}: {e:?}");
+        }
+        let e = id_token_from_json("e", br#"{"id_token": 5}"#, "id_token", "-").unwrap_err();
+        assert!(e.to_string().contains("`id_token` is a number"), "{e}");
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        assert!(id_token_from_json("e", deep.as_bytes(), "id_token", "-").is_err());
+        let deep = format!(
+            "{}1{}",
+            r#"{"id_token":"#.repeat(50_000),
+            "}".repeat(50_000)
+        );
+        assert!(id_token_from_json("e", deep.as_bytes(), "id_token", "-").is_err());
     }
 
     #[test]

@@ -32,9 +32,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Url;
 
 use super::{
-    access_token_from_json, check_request, id_token_from_jwt, invalid, json_problem, optional,
-    required, BoxFuture, CredentialFile, SourceDescription, SourceKind, TokenSource,
-    DEFAULT_TOKEN_URI,
+    access_token_from_json, check_request, id_token_from_json, optional, required, BoxFuture,
+    CredentialFile, SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
 };
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
@@ -170,18 +169,12 @@ impl ServiceAccountKey {
             TokenRequest::Access { .. } => {
                 access_token_from_json(&endpoint, &reply.body, reply.sent_at)
             }
-            TokenRequest::Id { .. } => {
-                #[derive(serde::Deserialize)]
-                struct IdResponse {
-                    id_token: Option<Secret>,
-                }
-                let r: IdResponse = serde_json::from_slice(&reply.body)
-                    .map_err(|e| invalid(&endpoint, json_problem(&e, "the token response")))?;
-                let jwt = r
-                    .id_token
-                    .ok_or_else(|| invalid(&endpoint, "no `id_token` in the response".into()))?;
-                id_token_from_jwt(&endpoint, jwt)
-            }
+            TokenRequest::Id { .. } => id_token_from_json(
+                &endpoint,
+                &reply.body,
+                "id_token",
+                "no `id_token` in the response",
+            ),
         }
     }
 
