@@ -284,5 +284,5 @@ def test_rest_server_rejects_token_without_required_scope_with_403(
     response = get_greeting(protected_rest, token)
 
     assert response.status_code == 403
-    assert protected_rest.required_scope == CLOUD_PLATFORM_SCOPE
+    assert CLOUD_PLATFORM_SCOPE in response.headers["WWW-Authenticate"]
     assert protected_rest.decisions[-1].reason == "insufficient scope"

@@ -21,6 +21,12 @@ protected test server can check it in-process (:meth:`GoogleEmulator.access_toke
 Faults (errors, arbitrary bodies, latency, hangs) can be injected per endpoint,
 and every request and TCP connection is counted.
 
+Where it differs from Google: a JWT-bearer assertion's ``aud`` may be this
+emulator's ``token_uri`` as well as Google's token URLs (google-auth always
+sends ``https://oauth2.googleapis.com/token``); a ``sub`` other than ``iss``
+(domain-wide delegation) is refused; ``signBlob``/``signJwt``, STS and
+workload identity federation are not emulated.
+
 Example::
 
     with GoogleEmulator() as google:

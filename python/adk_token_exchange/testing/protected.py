@@ -62,6 +62,8 @@ class _Verdict:
     reason: str
     audience: str | None = None
     email: str | None = None
+    challenge: str | None = None
+    """``WWW-Authenticate`` for a refusal (RFC 6750 §3); 401s get ``invalid_token``."""
 
 
 class _BearerGate:
@@ -107,12 +109,14 @@ class _BearerGate:
             scope["state"] = {**(scope.get("state") or {}), CALLER_STATE_KEY: verdict.email}
             await self._app(scope, receive, send)
             return
-        if verdict.status == 401:
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        challenge = verdict.challenge
+        if challenge is None and verdict.status == 401:
             challenge = f'Bearer error="invalid_token", error_description="{verdict.reason}"'
-            body = b"Unauthorized"
-        else:
-            challenge = 'Bearer error="insufficient_scope"'
-            body = b"Forbidden"
+        if challenge is not None:
+            headers.append((b"www-authenticate", challenge.encode()))
+        body = b"Unauthorized" if verdict.status == 401 else b"Forbidden"
+        headers.append((b"content-length", str(len(body)).encode()))
         # Drain the request body so the client's keep-alive connection stays usable.
         message = await receive() if scope.get("method") in ("POST", "PUT", "PATCH") else {}
         while message.get("more_body"):
@@ -121,11 +125,7 @@ class _BearerGate:
             {
                 "type": "http.response.start",
                 "status": verdict.status,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", challenge.encode()),
-                ],
+                "headers": headers,
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -442,7 +442,10 @@ class ProtectedRestServer(_ProtectedServer):
         if info.expired:
             return _Verdict(False, 401, "expired", email=info.principal)
         if not info.has_scope(self.required_scope):
-            return _Verdict(False, 403, "insufficient scope", email=info.principal)
+            challenge = f'Bearer error="insufficient_scope", scope="{self.required_scope}"'
+            return _Verdict(
+                False, 403, "insufficient scope", email=info.principal, challenge=challenge
+            )
         return _Verdict(True, 200, "ok", email=info.principal)
 
 
