@@ -162,8 +162,8 @@ pub fn is_loopback(url: &Url) -> bool {
     match host.parse::<IpAddr>() {
         Ok(ip) => ip.is_loopback(),
         Err(_) => {
-            let d = host.trim_end_matches('.').to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost")
+            // Exactly `localhost`: `*.localhost` may still go to DNS.
+            host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
         }
     }
 }
@@ -172,15 +172,20 @@ pub fn is_loopback(url: &Url) -> bool {
 /// or http to a loopback host (local emulators). `what` names the setting in
 /// the error, e.g. `key.json: field \`token_uri\``.
 pub fn secure_endpoint(raw: &str, what: &str) -> Result<Url> {
-    let url = Url::parse(raw.trim())
-        .map_err(|e| Error::Config(format!("{what}: {raw:?} is not a valid URL ({e})")))?;
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
-        _ => Err(Error::Config(format!(
-            "{what}: {raw:?} is refused: credentials are only sent over https \
+    let shown: String = raw.chars().take(200).collect();
+    let refuse = |why: String| {
+        Error::Config(format!(
+            "{what}: {shown:?} is refused: {why}; credentials are only sent to https URLs \
              (plain http is allowed for loopback hosts only: 127.0.0.1, ::1, localhost)"
-        ))),
+        ))
+    };
+    let url =
+        Url::parse(raw.trim()).map_err(|e| refuse(format!("not a valid absolute URL ({e})")))?;
+    match url.scheme() {
+        "https" if url.host_str().is_some() => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(refuse("plain http to a host that is not loopback".into())),
+        other => Err(refuse(format!("scheme {other:?}"))),
     }
 }
 
@@ -407,14 +412,14 @@ async fn attempt_once(
     if let Some((content_type, bytes)) = &call.body {
         rb = rb.header(CONTENT_TYPE, *content_type).body(bytes.to_vec());
     }
-    let mut resp = rb.send().await.map_err(|e| classify(&e))?;
+    let mut resp = rb.send().await.map_err(|e| classify(&e, &endpoint()))?;
     let status = resp.status().as_u16();
     let headers = std::mem::take(resp.headers_mut());
     if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
         return Err(Failure::Fatal(too_large(endpoint())));
     }
     let mut body = Zeroizing::new(Vec::new());
-    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &endpoint()))? {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(Failure::Fatal(too_large(endpoint())));
         }
@@ -435,7 +440,7 @@ fn too_large(endpoint: String) -> Error {
     }
 }
 
-fn classify(e: &reqwest::Error) -> Failure {
+fn classify(e: &reqwest::Error, endpoint: &str) -> Failure {
     if e.is_timeout() {
         return Failure::Timeout(e.is_connect());
     }
@@ -446,6 +451,16 @@ fn classify(e: &reqwest::Error) -> Failure {
     while let Some(s) = source {
         detail = s.to_string();
         source = s.source();
+    }
+    if e.is_connect() && detail.to_ascii_lowercase().contains("certificate") {
+        // Not transient: retrying an untrusted certificate changes nothing.
+        return Failure::Fatal(Error::Unavailable {
+            endpoint: endpoint.to_owned(),
+            detail: format!(
+                "TLS handshake failed: {detail}. If a corporate proxy re-signs TLS, \
+                 set SSL_CERT_FILE to its root certificate (PEM)"
+            ),
+        });
     }
     let what = if e.is_connect() {
         "connection failed"
@@ -1045,13 +1060,21 @@ mod tests {
             assert!(secure_endpoint(ok, "f").is_ok(), "{ok}");
         }
         for bad in [
+            "http://localhost.attacker.example/t",
+            "http://127.0.0.1.nip.io/t",
+            "file:///etc/passwd",
+            "//oauth2.googleapis.com/token",
             "http://oauth2.googleapis.com/token",
             "http://10.0.0.1/t",
             "ftp://localhost/t",
             "not a url",
         ] {
             let e = secure_endpoint(bad, "key.json: field `token_uri`").unwrap_err();
-            assert!(e.to_string().contains("key.json: field `token_uri`"), "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("key.json: field `token_uri`") && text.contains("https"),
+                "{text}"
+            );
         }
     }
 
