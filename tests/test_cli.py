@@ -289,7 +289,7 @@ def test_doctor_probe_with_a_wrong_audience_explains_the_401(
     )  # fmt: skip
 
     assert result.returncode == 1
-    out = result.stdout
+    out = " ".join(result.stdout.split())  # as read, not as wrapped
     assert "401 Unauthorized" in out
     assert "wrong audience" in out
     assert f"aud={wrong}" in out and f"aud={protected_mcp.audience}" in out
@@ -306,7 +306,7 @@ def test_doctor_probe_403_names_the_role_and_the_grant_command(
     assert result.returncode == 1
     out = result.stdout
     assert "403 Forbidden" in out
-    assert "roles/run.invoker" in out
+    assert "Cloud Run Invoker role (roles/run.invoker)" in " ".join(out.split())
     assert (
         "gcloud run services add-iam-policy-binding SERVICE --region=REGION"
         f" --member=serviceAccount:{emulator.metadata_service_account} --role=roles/run.invoker"

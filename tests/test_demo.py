@@ -21,7 +21,7 @@ def test_demo_shows_stock_exchanger_401_and_ours_200() -> None:
 
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    stock, ours = out.split("\n1. ", 1)[1].split("\n2. ", 1)
+    stock, ours = out.split("\n1. ", 1)[1].split("\nResult:", 1)[0].split("\n2. ", 1)
     assert "401 Unauthorized" in stock and "200 OK" not in stock
     assert "access token" in stock
     assert "200 OK" in ours and "401" not in ours

@@ -182,16 +182,18 @@ def probe(url: str, token: str, *, timeout: float = PROBE_TIMEOUT_SECONDS) -> Pr
         method="GET",
         headers={
             "Authorization": f"Bearer {token}",
-            "Accept": "application/json, text/event-stream, */*",
+            # Not text/event-stream (nor */*): an MCP endpoint would open an
+            # endless SSE stream; without it, it answers at once (406).
+            "Accept": "application/json, text/plain, text/html",
             "User-Agent": "adk-token-exchange-doctor",
         },
     )
     opener = urllib.request.build_opener(_NoRedirect())
     try:
         with opener.open(request, timeout=timeout) as response:
+            # A 2xx body may be a stream that never ends: only the status matters.
             status, reason = int(response.status), str(response.reason)
-            headers = response.headers
-            raw = response.read(4096)
+            headers, raw = response.headers, b""
     except urllib.error.HTTPError as error:
         status, reason, headers = int(error.code), str(error.reason), error.headers
         try:
@@ -267,14 +269,15 @@ def explain_probe(
             fix.append(f'In ADK: auth_credential=id_token_credential("{url}")')
         elif isinstance(exp, (int, float)) and exp <= now:
             say.append(f"Cause: the token expired {_ago(now - exp)}.")
-            fix.append("Mint a fresh token (ours refresh before expiry on their own).")
+            fix.append(f"adk-token-exchange id-token --audience {expected}  (a fresh token)")
         elif is_oauth_client_id(aud) and aud != expected:
             say.append(
                 f"Cause: user credentials. The token's aud is the OAuth client id {aud} of"
                 " your gcloud login, not the service. Cloud Run accepts that for development"
                 " only; IAP never does."
             )
-            fix.append(f"--impersonate SERVICE_ACCOUNT_EMAIL (with aud={expected})")
+            fix.append(f"adk-token-exchange doctor --impersonate SA_EMAIL --probe {url}")
+            fix.append(f'In ADK: id_token_credential("{expected}", impersonate="SA_EMAIL")')
         elif result.iap:
             say.append(
                 f"Cause: probably the audience. IAP expects aud to be its OAuth client id"
@@ -295,7 +298,7 @@ def explain_probe(
                 " its run.app URL (or a custom audience set on the service) as aud."
             )
         if impersonating is None and source_kind == "authorized_user" and not fix:
-            fix.append("--impersonate SERVICE_ACCOUNT_EMAIL")
+            fix.append(f"adk-token-exchange doctor --impersonate SA_EMAIL --probe {url}")
     elif status == 403:
         result.verdict = "forbidden"
         say.append(
@@ -330,6 +333,15 @@ def explain_probe(
             " for instance, expects a POST, not a GET)."
         )
     return result
+
+
+def _wrap(text: str, indent: str) -> str:
+    """One paragraph wrapped for a terminal; commands are never wrapped (copy-paste)."""
+    import textwrap
+
+    return textwrap.fill(
+        text, width=100, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
 
 
 def _ago(seconds: float) -> str:
@@ -531,24 +543,24 @@ def _render_doctor(report: DoctorReport, out: Any) -> None:
             line(f"  quota project (x-goog-user-project): {token['quota_project_id']}")
     for warning in report.warnings:
         line()
-        line(f"warning: {warning}")
+        line(_wrap(f"warning: {warning}", "  "))
     result = report.probe
     if result is not None:
         line()
         status = f"{result['status']} {result['reason']}" if result["status"] else "no answer"
         by_iap = "  (answered by IAP)" if result["iap"] else ""
         line(f"Probe GET {result['url']} → {status}{by_iap}")
-        for text in result["explanation"]:
-            line(f"  {text}")
         if result["www_authenticate"]:
-            line(f"  WWW-Authenticate: {result['www_authenticate']}")
+            line(_wrap(f"  WWW-Authenticate: {result['www_authenticate']}", "    "))
         if result["body"] and not result["ok"]:
-            line(f"  body: {result['body']}")
+            line(_wrap(f"  body: {result['body']}", "    "))
+        for text in result["explanation"]:
+            line(_wrap(f"  {text}", "  "))
         for command in result["fix"]:
-            line(f"  fix: {command}")
+            line(f"  → {command}")
     if report.error is not None:
         line()
-        line(f"error: {report.error['message']}")
+        line(_wrap(f"error: {report.error['message']}", "  "))
     line()
     line("Result: OK" if report.ok else "Result: problem found (see above)")
 
@@ -585,8 +597,8 @@ class DemoPhase:
     failure: str | None = None
     statuses: list[int] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
-    audiences: list[str] = field(default_factory=list)
     token_requests: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
     max_loop_lag: float = 0.0
     seconds: float = 0.0
 
@@ -650,6 +662,35 @@ def _scripted_model() -> Any:
             yield reply(types.Part(function_call=call))
 
     return ScriptedGreeter()
+
+
+async def _warm_up() -> None:
+    """Import what ADK and google-auth import lazily, so lag measures I/O, not imports."""
+    import importlib
+
+    from google.adk.agents.llm_agent import LlmAgent
+    from google.adk.runners import Runner
+    from google.adk.sessions.in_memory_session_service import InMemorySessionService
+    from google.genai import types
+
+    for module in (
+        "google.auth.compute_engine",
+        "google.auth.transport.requests",
+        "google.oauth2.id_token",
+        "google.oauth2.service_account",
+    ):
+        importlib.import_module(module)
+    agent = LlmAgent(name="warm_up", model=_scripted_model(), instruction="Say hello.")
+    runner = Runner(app_name="demo", agent=agent, session_service=InMemorySessionService())
+    try:
+        session = await runner.session_service.create_session(app_name="demo", user_id=_DEMO_USER)
+        message = types.Content(role="user", parts=[types.Part(text="Hi")])
+        async for _ in runner.run_async(
+            user_id=_DEMO_USER, session_id=session.id, new_message=message
+        ):
+            pass
+    finally:
+        await runner.close()
 
 
 async def _run_agent(url: str, credential: Any, phase: DemoPhase) -> None:
@@ -729,12 +770,19 @@ async def _run_phase(google: Any, server: Any, credential: Any, phase: DemoPhase
         phase.statuses.append(decision.status)
         if not decision.accepted:
             phase.refusals.append(decision.reason)
-        if decision.audience:
-            phase.audiences.append(decision.audience)
     for record in google.requests:
         path = record.path.split("?")[0]
-        if record.kind in ("token", "iam") or path.endswith(("/token", "/identity")):
-            phase.token_requests.append(f"{record.kind} {path}")
+        if record.kind == "metadata" and path.endswith(("/token", "/identity")):
+            where = "metadata server …/" + path.rsplit("/", 1)[1]
+        elif record.kind == "iam":
+            where = "IAM Credentials :" + path.rsplit(":", 1)[-1]
+        elif record.kind == "token":
+            where = "OAuth token endpoint"
+        else:
+            continue
+        phase.token_requests.append(where)
+        is_id = bool(record.audience) or path.endswith(("/identity", ":generateIdToken"))
+        phase.tokens.append(f"ID token, aud={record.audience}" if is_id else "access token")
 
 
 _STATUS_WORDS = {200: "OK", 401: "Unauthorized", 403: "Forbidden"}
@@ -747,22 +795,21 @@ def _counted(items: Sequence[Any]) -> str:
     return ", ".join(f"{item} ({n}x)" if n > 1 else str(item) for item, n in counts.items())
 
 
-def _render_phase(number: int, phase: DemoPhase, token_kind: str, out: Any) -> None:
+def _render_phase(number: int, phase: DemoPhase, out: Any) -> None:
     def row(label: str, text: str) -> None:
         print(f"   {label:<13}{text}", file=out)
 
     print(f"\n{number}. {phase.title}", file=out)
-    audiences = sorted(set(phase.audiences))
-    row("token sent", token_kind + (f", aud={', '.join(audiences)}" if audiences else ""))
+    row("token", ", ".join(dict.fromkeys(phase.tokens)) or "none minted")
     requests = phase.token_requests
+    plural = "s" if len(requests) != 1 else ""
     row(
         "Google",
-        f"{len(requests)} token request{'s' if len(requests) != 1 else ''}"
-        + (f" ({_counted(requests)})" if requests else ""),
+        f"{len(requests)} token request{plural}" + (f": {_counted(requests)}" if requests else ""),
     )
     verdict = _counted([f"{s} {_STATUS_WORDS.get(s, '')}".strip() for s in phase.statuses])
-    refusals = f" — {_counted(phase.refusals)}" if phase.refusals else ""
-    row("MCP server", (verdict or "no requests") + refusals)
+    why = "; ".join(dict.fromkeys(phase.refusals))
+    row("MCP server", (verdict or "no requests") + (f": {why}" if why else ""))
     if phase.answer:
         row("agent", f'"{phase.answer}"')
     if phase.failure and not phase.succeeded:
@@ -845,6 +892,7 @@ async def _demo(google: Any, server: Any, out: Any) -> int:
 
     clear_cache()
     info = await asyncio.to_thread(Credentials.application_default().resolve)
+    await _warm_up()
     google.set_latency(DEMO_GOOGLE_LATENCY)
     print(
         'An ADK agent calls an MCP server that, like Cloud Run with "Require authentication",\n'
@@ -876,7 +924,7 @@ async def _demo(google: Any, server: Any, out: Any) -> int:
         ),
         stock,
     )
-    _render_phase(1, stock, "access token" if stock.refusals else "?", out)
+    _render_phase(1, stock, out)
 
     ours = DemoPhase(
         "The same agent with adk_token_exchange.install() and\n"
@@ -887,7 +935,7 @@ async def _demo(google: Any, server: Any, out: Any) -> int:
         await _run_phase(google, server, adk_token_exchange.id_token_credential(server.url), ours)
     finally:
         adk_token_exchange.uninstall()
-    _render_phase(2, ours, "ID token", out)
+    _render_phase(2, ours, out)
 
     ok = stock.rejected and ours.succeeded
     print(
