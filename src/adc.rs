@@ -367,6 +367,7 @@ mod tests {
             ("APPDATA", Some(home.0.to_str().unwrap())),
             (METADATA_IP_VAR, Some(metadata_ip)),
             (metadata::HOST_VAR, None),
+            (metadata::LEGACY_HOST_VAR, None),
             (IAM_ENDPOINT_VAR, None),
         ])
     }

@@ -11,8 +11,8 @@
 //! - ID: `GET .../service-accounts/default/identity?audience=AUD&format=full`
 //!   → the JWT as the body.
 //!
-//! The host is `$GCE_METADATA_HOST` (default `metadata.google.internal`),
-//! as google-auth reads it. Requests are plain, unbound GETs: google-auth
+//! The host is `$GCE_METADATA_HOST` (or its old name `$GCE_METADATA_ROOT`;
+//! default `metadata.google.internal`), as google-auth reads it. Requests are plain, unbound GETs: google-auth
 //! binds Agent Engine tokens to a client certificate by default, and such
 //! tokens fail anywhere outside mTLS; these do not. Requests never go
 //! through a proxy.
@@ -38,6 +38,8 @@ use crate::token::{Secret, Token};
 
 /// Variable naming the metadata server host (and optional port).
 pub const HOST_VAR: &str = "GCE_METADATA_HOST";
+/// The old name of [`HOST_VAR`], read when it is unset.
+pub const LEGACY_HOST_VAR: &str = "GCE_METADATA_ROOT";
 /// The metadata server's DNS name on Google Cloud.
 pub const DEFAULT_HOST: &str = "metadata.google.internal";
 /// The header every metadata request and response carries.
@@ -54,16 +56,23 @@ pub struct MetadataServer {
 }
 
 impl MetadataServer {
-    /// The server named by `$GCE_METADATA_HOST`, else `metadata.google.internal`.
+    /// The server named by `$GCE_METADATA_HOST` (or its old name
+    /// `$GCE_METADATA_ROOT`, as google-auth reads it), else
+    /// `metadata.google.internal`.
     pub fn from_env() -> Result<Self> {
-        match std::env::var(HOST_VAR) {
-            Ok(h) if !h.trim().is_empty() => Self::new(h.trim()).map_err(|_| {
-                Error::Config(format!(
-                    "{HOST_VAR}={h:?} is not a host[:port]; unset it or fix it"
-                ))
-            }),
-            _ => Self::new(DEFAULT_HOST),
+        for var in [HOST_VAR, LEGACY_HOST_VAR] {
+            match std::env::var(var) {
+                Ok(h) if !h.trim().is_empty() => {
+                    return Self::new(h.trim()).map_err(|_| {
+                        Error::Config(format!(
+                            "{var}={h:?} is not a host[:port]; unset it or fix it"
+                        ))
+                    })
+                }
+                _ => {}
+            }
         }
+        Self::new(DEFAULT_HOST)
     }
 
     /// The server at `host` (`name` or `name:port`).
