@@ -20,6 +20,9 @@
 //!   else honours `HTTPS_PROXY`/`NO_PROXY` as usual.
 //! - Logs (debug) carry endpoint, status, duration and attempt, never a
 //!   body, a header or a token.
+//! - Request and response bodies we own are zeroized on drop; the copy of a
+//!   request body handed to reqwest for each attempt is freed by reqwest
+//!   without zeroizing (a limit of the HTTP stack, not a choice).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
