@@ -307,9 +307,20 @@ pub fn from_credential_file(file: CredentialFile, origin: &str) -> Result<Arc<dy
             )))
         }
         other => {
-            let other: String = other.chars().take(64).collect();
+            // Quote it only if it looks like a type name: a misplaced secret
+            // in `type` must not reach an error message.
+            let looks_like_a_type = other.len() <= 40
+                && other.starts_with(|c: char| c.is_ascii_lowercase())
+                && other
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            let shown = if looks_like_a_type {
+                format!("{other:?}")
+            } else {
+                "(not shown: not a type name)".to_owned()
+            };
             return Err(Error::Config(format!(
-                "{origin}: credential type {other:?} is not supported; supported types: {SUPPORTED} \
+                "{origin}: credential type {shown} is not supported; supported types: {SUPPORTED} \
                  (for workload identity federation, impersonate a service account from a supported credential)"
             )));
         }
@@ -532,6 +543,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(SUPPORTED), "{text}");
+        let e = from_json(
+            r#"{"type":"1//SENTINEL-refresh","refresh_token":"1//SENTINEL-refresh"}"#,
+            "x.json",
+            None,
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("SENTINEL"), "{e}");
         let e = from_json(r#"{"client_email":"a@b"}"#, "x.json", None).unwrap_err();
         assert!(
             e.to_string().contains("x.json: field `type` is missing"),
