@@ -457,6 +457,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_503s_then_success_yields_a_token_after_three_requests() {
+        let server = Server::sequence(vec![
+            Answer::json(503, r#"{"error":"backend_error"}"#),
+            Answer::json(503, r#"{"error":"backend_error"}"#),
+            Answer::json(
+                200,
+                r#"{"access_token":"ya29.third","expires_in":3599,"token_type":"Bearer"}"#,
+            ),
+        ])
+        .await;
+        let k = key(&format!("{}/token", server.base));
+        let t = k.fetch(&TokenRequest::access(["s"])).await.unwrap();
+        assert_eq!(t.value.expose(), "ya29.third");
+        assert_eq!(server.seen().len(), 3);
+    }
+
+    #[tokio::test]
     async fn an_id_response_without_id_token_is_invalid() {
         let server = Server::always(Answer::json(
             200,
