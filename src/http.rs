@@ -37,6 +37,10 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::token::Secret;
 
+/// Longest wait any setting or budget may ask for (`Instant` arithmetic
+/// must not overflow, whatever a caller configures).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 /// Largest response body accepted from any endpoint.
 pub const MAX_BODY: usize = 1024 * 1024;
 
@@ -94,14 +98,14 @@ pub fn configure(s: Settings) {
 }
 
 impl Settings {
-    /// Zero durations become 1 ms and zero attempts one attempt.
+    /// Durations are kept within [1 ms, 1 day] and attempts within [1, 100].
     fn sanitized(self) -> Settings {
-        let floor = Duration::from_millis(1);
+        let bound = |d: Duration| d.clamp(Duration::from_millis(1), MAX_WAIT);
         Settings {
-            connect_timeout: self.connect_timeout.max(floor),
-            request_timeout: self.request_timeout.max(floor),
-            metadata_detect_timeout: self.metadata_detect_timeout.max(floor),
-            max_attempts: self.max_attempts.max(1),
+            connect_timeout: bound(self.connect_timeout),
+            request_timeout: bound(self.request_timeout),
+            metadata_detect_timeout: bound(self.metadata_detect_timeout),
+            max_attempts: self.max_attempts.clamp(1, 100),
         }
     }
 }
@@ -306,6 +310,7 @@ pub async fn send_with(call: &Call, s: &Settings, budget: Duration) -> Result<Re
         client()
     };
     let max_attempts = s.max_attempts.max(1);
+    let budget = budget.min(MAX_WAIT);
     let start = Instant::now();
     let deadline = start + budget;
     let mut attempt = 0u32;
@@ -986,6 +991,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_absurd_budget_does_not_overflow() {
+        let server = Server::always(Answer::json(200, "{}")).await;
+        let s = fast(3);
+        let reply = send_with(
+            &Call::get(url(&server, "/t"), "token request"),
+            &s,
+            Duration::MAX,
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, 200);
+    }
+
+    #[tokio::test]
     async fn redirects_are_not_followed() {
         let server =
             Server::always(Answer::text(302, "").with_header("Location", "https://evil.example/"))
@@ -1113,6 +1132,14 @@ mod tests {
         }
         .sanitized();
         assert!(!z.request_timeout.is_zero() && z.max_attempts == 1);
+        let huge = Settings {
+            connect_timeout: Duration::MAX,
+            request_timeout: Duration::MAX,
+            metadata_detect_timeout: Duration::MAX,
+            max_attempts: u32::MAX,
+        }
+        .sanitized();
+        assert!(huge.request_timeout <= Duration::from_secs(86_400) && huge.max_attempts <= 100);
     }
 
     #[test]
