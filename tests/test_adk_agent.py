@@ -278,10 +278,12 @@ async def test_local_adk_web_with_gcloud_login_sends_user_id_token_and_warns_onc
 
 
 async def test_developer_impersonates_service_account_for_real_audience(
-    emulator: GoogleEmulator, protected_mcp: ProtectedMcpServer
+    emulator: GoogleEmulator, protected_mcp: ProtectedMcpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
 
+    # Where IAM Credentials is (Private Service Connect, or here: the emulator).
+    monkeypatch.setenv("ADK_TOKEN_EXCHANGE_IAM_ENDPOINT", emulator.url)
     user = emulator.authorized_user_info("developer@example.com")
     emulator.write_json(os.environ["CLOUDSDK_CONFIG"], "application_default_credentials.json", user)
     target = "mcp-invoker@emulated-project.iam.gserviceaccount.com"
