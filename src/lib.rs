@@ -4,7 +4,7 @@
 
 pub mod adc;
 pub mod cache;
-// pub mod credentials; (lands with the sources)
+pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod python;
