@@ -335,11 +335,14 @@ def test_403_on_a_cloud_run_url_names_service_and_region() -> None:
 
 
 def test_403_from_iap_grants_iap_secured_web_app_user_to_a_user() -> None:
-    [command] = grant_commands(CLOUD_RUN_URL, "dev@example.com", iap=True)
+    cloud_run, load_balancer = grant_commands(CLOUD_RUN_URL, "dev@example.com", iap=True)
 
-    assert "gcloud iap web add-iam-policy-binding" in command
-    assert "--member=user:dev@example.com" in command
-    assert "roles/iap.httpsResourceAccessor" in command
+    assert cloud_run.startswith(
+        "gcloud iap web add-iam-policy-binding --resource-type=cloud-run --service=hello-mcp"
+        " --region=us-central1 --member=user:dev@example.com"
+        " --role=roles/iap.httpsResourceAccessor"
+    )
+    assert "--resource-type=backend-services" in load_balancer
 
 
 def test_401_for_an_access_token_points_to_id_tokens() -> None:

@@ -53,13 +53,6 @@ _RUN_APP_URL = re.compile(r"^(?P<service>[a-z0-9-]+?)-[0-9]+\.(?P<region>[a-z0-9
 # https://SERVICE-HASH-REGIONCODE.a.run.app (older Cloud Run URLs).
 _RUN_APP_LEGACY_URL = re.compile(r"^(?P<service>[a-z0-9-]+?)-[a-z0-9]{10}-[a-z]{2}\.a\.run\.app$")
 
-_log = logging.getLogger("adk_token_exchange.cli")
-
-
-class _Failure(Exception):
-    """A command failed for a reason already worded for the user."""
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -114,26 +107,23 @@ def grant_commands(url: str, principal: str | None, *, iap: bool) -> list[str]:
     if match:
         service = match.group("service")
         region = match.groupdict().get("region") or region
-    run = (
-        f"gcloud run services add-iam-policy-binding {service} --region={region}"
-        f" --member={member} --role=roles/run.invoker"
-    )
-    iap_cmd = (
-        "gcloud iap web add-iam-policy-binding"
-        f" --member={member} --role=roles/iap.httpsResourceAccessor"
-        " [--resource-type=backend-services --service=BACKEND_SERVICE"
-        f" | --resource-type=cloud-run --service={service} --region={region}]"
-    )
     if iap:
-        return [iap_cmd]
+        iap_role = f"--member={member} --role=roles/iap.httpsResourceAccessor"
+        return [
+            "gcloud iap web add-iam-policy-binding --resource-type=cloud-run"
+            f" --service={service} --region={region} {iap_role}  # IAP on Cloud Run",
+            "gcloud iap web add-iam-policy-binding --resource-type=backend-services"
+            f" --service=BACKEND_SERVICE {iap_role}  # IAP on a load balancer",
+        ]
     if host.endswith(".cloudfunctions.net"):
         return [
             "gcloud functions add-invoker-policy-binding FUNCTION --region=REGION"
             f" --member={member}"
         ]
-    if match:
-        return [run]
-    return [run, iap_cmd]
+    return [
+        f"gcloud run services add-iam-policy-binding {service} --region={region}"
+        f" --member={member} --role=roles/run.invoker"
+    ]
 
 
 # --------------------------------------------------------------------------- probe
@@ -306,11 +296,13 @@ def explain_probe(
             f" to call this {'application' if result.iap else 'service'}."
         )
         if result.iap:
-            say.append("Grant it the IAP-secured Web App User role:")
+            say.append(
+                "Grant it the IAP-secured Web App User role (roles/iap.httpsResourceAccessor):"
+            )
         else:
             say.append(
                 "Grant it the Cloud Run Invoker role (roles/run.invoker) on the service"
-                " (behind IAP: IAP-secured Web App User):"
+                " (for Cloud Functions: the Cloud Functions Invoker role):"
             )
         fix.extend(grant_commands(url, who if isinstance(who, str) else None, iap=result.iap))
     elif status == 404:
@@ -1055,11 +1047,10 @@ def _configure_logging(verbose: bool) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    # pyo3-log caches levels on first use: configure before the Rust core logs.
-    for name in ("adk_token_exchange", "_native"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.DEBUG)
-        logger.addHandler(handler)
+    # The Rust core logs through pyo3-log under "adk_token_exchange._native…".
+    logger = logging.getLogger("adk_token_exchange")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1074,12 +1065,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except TokenExchangeError as error:
         return _fail(args, error)
-    except _Failure as error:
-        return _fail(args, error)
     except OSError as error:  # e.g. an unreadable --key file
         return _fail(args, error)
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # a bug: say so, without a traceback unless asked
+        return _internal_error(args, error)
+    except BaseException as error:  # pyo3's PanicException is a BaseException
+        if type(error).__name__ != "PanicException":
+            raise
+        return _internal_error(args, error)
+
+
+def _internal_error(args: argparse.Namespace, error: BaseException) -> int:
+    if args.verbose:
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
+    print(
+        f"adk-token-exchange: internal error ({type(error).__name__}); please report it"
+        " (rerun with -v for the traceback)",
+        file=sys.stderr,
+    )
+    return EXIT_TOKEN_ERROR
 
 
 def _fail(args: argparse.Namespace, error: BaseException) -> int:
