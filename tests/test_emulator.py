@@ -331,6 +331,19 @@ def test_metadata_token_carries_the_requested_scopes(
     assert response.headers["Metadata-Flavor"] == "Google"
 
 
+def test_use_metadata_server_sets_both_variables_in_an_environment_mapping(
+    emulator: GoogleEmulator,
+) -> None:
+    env: dict[str, str] = {}
+
+    emulator.use_metadata_server(env)
+
+    assert env == {
+        "GCE_METADATA_HOST": emulator.metadata_host,
+        "GCE_METADATA_IP": emulator.metadata_host,
+    }
+
+
 def test_metadata_request_without_flavor_header_is_forbidden(
     emulator: GoogleEmulator, http: requests.Session
 ) -> None:
@@ -668,6 +681,20 @@ def test_fail_next_only_hits_the_matching_endpoint(
     metadata = http.get(emulator.url + "/", headers={"Metadata-Flavor": "Google"})
 
     assert (certs.status_code, metadata.status_code) == (200, 200)
+
+
+def test_fail_next_matches_a_path_substring(
+    on_gce: GoogleEmulator, google_request: Request
+) -> None:
+    on_gce.fail_next(1, status=500, endpoint="/identity")
+    creds = compute_engine.IDTokenCredentials(
+        google_request, target_audience=AUDIENCE, use_metadata_identity_endpoint=True
+    )
+
+    creds.refresh(google_request)  # google-auth retries a metadata 500
+
+    assert on_gce.verify_id_token(creds.token, AUDIENCE)
+    assert [r.status for r in on_gce.requests if r.path.endswith("/identity")] == [500, 200]
 
 
 def test_respond_next_serves_an_arbitrary_body(
