@@ -141,10 +141,9 @@ def test_impersonation_mints_the_target_service_accounts_id_token(
     target = "mcp-invoker@emulated-project.iam.gserviceaccount.com"
     emulator.register_service_account(target)
 
-    result = cli(
-        "id-token", "--audience", CLOUD_RUN_URL, "--impersonate", target,
-        env=metadata_env(emulator),
-    )  # fmt: skip
+    env = {**metadata_env(emulator), "ADK_TOKEN_EXCHANGE_IAM_ENDPOINT": emulator.url}
+
+    result = cli("id-token", "--audience", CLOUD_RUN_URL, "--impersonate", target, env=env)
 
     assert result.returncode == 0, result.stderr
     assert verified_claims(emulator, result.stdout.strip(), CLOUD_RUN_ORIGIN)["email"] == target

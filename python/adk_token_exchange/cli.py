@@ -331,8 +331,15 @@ def _wrap(text: str, indent: str) -> str:
     """One paragraph wrapped for a terminal; commands are never wrapped (copy-paste)."""
     import textwrap
 
-    return textwrap.fill(
-        text, width=100, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    return f"\n{indent}".join(
+        textwrap.fill(
+            line,
+            width=100,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        for line in text.splitlines()
     )
 
 
@@ -419,6 +426,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace, report: DoctorReport) -> None:
     from ._native import clear_cache
 
+    if not args.verbose:  # the core's warnings (e.g. user credentials) become report warnings
+        logging.getLogger("adk_token_exchange").setLevel(logging.ERROR)
     clear_cache()  # explain what a fresh process would see
     credentials = _credentials(args)
     if args.key:
@@ -896,8 +905,8 @@ async def _demo(google: Any, server: Any, out: Any) -> int:
     )
     print(f"   {'MCP server':<13}{server.url}  (expects aud={server.audience})", file=out)
     print(
-        f"   {'credentials':<13}{info.kind} at {info.origin}"
-        f" → {info.principal or _DEMO_CALLER}  (as on Cloud Run)",
+        f"   {'credentials':<13}{info.origin} → {info.principal or _DEMO_CALLER}"
+        f"  ({info.kind}, as on Cloud Run)",
         file=out,
     )
 
