@@ -149,6 +149,15 @@ def test_impersonation_mints_the_target_service_accounts_id_token(
     assert verified_claims(emulator, result.stdout.strip(), CLOUD_RUN_ORIGIN)["email"] == target
 
 
+def test_verbose_shows_the_cores_debug_log_on_stderr_only(emulator: GoogleEmulator) -> None:
+    result = cli("-v", "id-token", "--audience", CLOUD_RUN_URL, env=metadata_env(emulator))
+
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG adk_token_exchange._native" in result.stderr
+    assert "/identity" in result.stderr
+    assert result.stdout.count("\n") == 1  # still just the token, for $(...)
+
+
 # -- exit codes and errors --------------------------------------------------------------
 
 

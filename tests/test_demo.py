@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
-def test_demo_shows_stock_exchanger_401_and_ours_200() -> None:
+def test_demo_shows_stock_exchanger_401_and_ours_200(tmp_path: Path) -> None:
     # The demo starts its own emulator and protected MCP server and points its
-    # process at them; the test's isolated environment is what it inherits.
+    # process at them. A developer's key variable must not leak in: this one
+    # points nowhere, which would fail any credential lookup that read it.
+    developer_key = tmp_path / "developer-key.json"
     result = subprocess.run(
         [sys.executable, "-m", "adk_token_exchange", "demo"],
-        env=dict(os.environ),
+        env={**os.environ, "GOOGLE_APPLICATION_CREDENTIALS": str(developer_key)},
         capture_output=True,
         text=True,
         timeout=180,
@@ -26,5 +29,5 @@ def test_demo_shows_stock_exchanger_401_and_ours_200() -> None:
     assert "access token" in stock
     assert "200 OK" in ours and "401" not in ours
     assert "ID token, aud=http://127.0.0.1:" in ours
-    assert "Tool said: Hello, developer!" in ours
+    assert "Tool said: Hello, developer! (called by mcp-caller@demo-project." in ours
     assert "Traceback" not in out + result.stderr
