@@ -533,6 +533,9 @@ def _render_doctor(report: DoctorReport, out: Any) -> None:
             line(f"ID token for {token['audience']} (claims; the token itself is not shown)")
         else:
             line(f"Access token for {', '.join(token['scopes'])} (opaque: no claims to show)")
+            line(
+                "  (for the ID token a Cloud Run service would get: --audience URL or --probe URL)"
+            )
         for key, value in token["claims"].items():
             if key == "exp":
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value))
