@@ -20,9 +20,9 @@ remote A2A agents. OpenAPI tools (``OpenAPIToolset`` / ``RestApiTool``) resolve
 auth without it; for them, and for ADK < 1.29, use ``install()`` with
 :func:`adk_token_exchange.id_token_credential` (see ``docs/auth-provider.md``).
 
-ADK keeps auth schemes in session events and its credential service (an auth
-request carries the whole ``AuthConfig``), so the scheme holds no secret:
-Application Default Credentials, or the *path* of a credentials file.
+ADK may write an auth scheme to session events (an auth request carries the
+whole ``AuthConfig``) and to its credential service, so the scheme holds no
+secret: Application Default Credentials, or the *path* of a credentials file.
 
 Importing this module on an ADK without the extension point raises
 ``ImportError`` saying to use ``install()`` instead.
