@@ -136,8 +136,11 @@ impl TokenCache {
             return None;
         }
         let token = Arc::clone(&cached.token);
-        if now >= cached.refresh_at {
-            self.refresh_in_background(slot, request, now, &rt());
+        let refreshing =
+            now >= cached.refresh_at && self.refresh_in_background(slot, request, now, &rt());
+        drop(slots);
+        if refreshing {
+            self.log_refresh(request);
         }
         Some(token)
     }
@@ -151,8 +154,11 @@ impl TokenCache {
             if let Some(cached) = &slot.cached {
                 if now < cached.usable_until {
                     let token = Arc::clone(&cached.token);
-                    if now >= cached.refresh_at {
-                        self.refresh_in_background(slot, request, now, rt);
+                    let refreshing = now >= cached.refresh_at
+                        && self.refresh_in_background(slot, request, now, rt);
+                    drop(slots);
+                    if refreshing {
+                        self.log_refresh(request);
                     }
                     return Ok(token);
                 }
@@ -175,28 +181,35 @@ impl TokenCache {
         result
     }
 
+    fn log_refresh(&self, request: &TokenRequest) {
+        log::debug!(
+            "refreshing {} token for {} ahead of expiry",
+            request.kind().as_str(),
+            self.source.identity()
+        );
+    }
+
     /// Forgets every token (and in-flight fetch bookkeeping).
     pub fn clear(&self) {
         self.slots().clear();
     }
 
+    /// Starts a background refresh unless one runs or a failed one is backing off.
+    /// Returns whether it started (the caller logs after releasing the lock).
     fn refresh_in_background(
         self: &Arc<Self>,
         slot: &mut Slot,
         request: &TokenRequest,
         now: Instant,
         rt: &Handle,
-    ) {
+    ) -> bool {
         let busy = slot.inflight.as_ref().is_some_and(Inflight::is_live);
         let backing_off = slot.retry_not_before.is_some_and(|t| now < t);
-        if !busy && !backing_off {
-            log::debug!(
-                "refreshing {} token for {} ahead of expiry",
-                request.kind().as_str(),
-                self.source.identity()
-            );
-            drop(self.start_fetch(slot, request, rt));
+        if busy || backing_off {
+            return false;
         }
+        drop(self.start_fetch(slot, request, rt));
+        true
     }
 
     /// Starts the one upstream fetch for `request`; the caller holds the lock.
@@ -238,6 +251,10 @@ impl TokenCache {
     }
 
     /// Records a fetch's outcome in the slot and returns what waiters get.
+    ///
+    /// Logs only after the lock is released: a log record goes to Python
+    /// through pyo3-log and needs the GIL, while a Python thread holding the
+    /// GIL may be waiting for this very lock in `peek`.
     fn store(
         &self,
         request: &TokenRequest,
@@ -245,44 +262,54 @@ impl TokenCache {
         took: Duration,
     ) -> Result<Arc<Token>> {
         let now = Instant::now();
-        let identity = self.source.identity();
         let kind = request.kind().as_str();
-        let mut slots = self.slots();
-        let slot = slots.entry(request.clone()).or_default();
-        slot.inflight = None;
-        match fetched {
-            Ok(token) => {
-                let lifetime = token.remaining(SystemTime::now());
-                let (refresh_at, usable_until) = schedule(now, lifetime, refresh_window());
-                log::debug!(
-                    "fetched {kind} token for {identity} in {} ms, valid for {} s",
-                    took.as_millis(),
-                    lifetime.as_secs()
-                );
-                let token = Arc::new(token);
-                slot.cached = Some(Cached {
-                    token: Arc::clone(&token),
-                    refresh_at,
-                    usable_until,
-                });
-                slot.retry_not_before = None;
-                Ok(token)
-            }
-            Err(error) => {
-                if let Some(cached) = slot.cached.as_ref().filter(|c| now < c.usable_until) {
-                    let left = cached.usable_until - now;
-                    slot.retry_not_before = Some(now + MAX_RETRY_BACKOFF.min(left / 4));
-                    log::warn!(
-                        "background refresh of the {kind} token for {identity} failed; still serving \
-                         the cached token ({} s left): {error}",
-                        left.as_secs()
-                    );
-                } else {
-                    log::warn!("fetching a {kind} token for {identity} failed: {error}");
+        let (outcome, still_serving) = {
+            let mut slots = self.slots();
+            let slot = slots.entry(request.clone()).or_default();
+            slot.inflight = None;
+            match fetched {
+                Ok(token) => {
+                    let lifetime = token.remaining(SystemTime::now());
+                    let (refresh_at, usable_until) = schedule(now, lifetime, refresh_window());
+                    let token = Arc::new(token);
+                    slot.cached = Some(Cached {
+                        token: Arc::clone(&token),
+                        refresh_at,
+                        usable_until,
+                    });
+                    slot.retry_not_before = None;
+                    (Ok(token), None)
                 }
-                Err(error)
+                Err(error) => {
+                    let left = slot
+                        .cached
+                        .as_ref()
+                        .filter(|c| now < c.usable_until)
+                        .map(|c| c.usable_until - now);
+                    if let Some(left) = left {
+                        slot.retry_not_before = Some(now + MAX_RETRY_BACKOFF.min(left / 4));
+                    }
+                    (Err(error), left)
+                }
+            }
+        };
+        let identity = self.source.identity();
+        match (&outcome, still_serving) {
+            (Ok(token), _) => log::debug!(
+                "fetched {kind} token for {identity} in {} ms, valid for {} s",
+                took.as_millis(),
+                token.remaining(SystemTime::now()).as_secs()
+            ),
+            (Err(error), Some(left)) => log::warn!(
+                "background refresh of the {kind} token for {identity} failed; still serving \
+                 the cached token ({} s left): {error}",
+                left.as_secs()
+            ),
+            (Err(error), None) => {
+                log::warn!("fetching a {kind} token for {identity} failed: {error}")
             }
         }
+        outcome
     }
 }
 
