@@ -98,31 +98,50 @@ def _raise_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, 0, -10)
 
 
+def _dump_stacks(pid: int, name: str) -> Path | None:
+    """Native and Python stacks of a hung worker (gdb), for the report."""
+    if not shutil.which("gdb"):
+        return None
+    out = HERE / "results" / f"hang-{name}-{pid}.txt"
+    out.parent.mkdir(exist_ok=True)
+    gdb = ["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt", "-ex", "detach"]
+    done = subprocess.run(gdb, capture_output=True, text=True, timeout=60, check=False)
+    out.write_text(done.stdout + done.stderr)
+    return out
+
+
 def run_worker(
     scenario: str, impl: str, quick: bool, prefix: list[str], env: dict[str, str]
 ) -> dict[str, Any]:
     command = [*prefix, sys.executable, str(HERE / "worker.py"), scenario, impl]
     if quick:
         command.append("--quick")
+    worker = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "BENCH_WORKER_TIMEOUT": str(WORKER_TIMEOUT)},
+        cwd=ROOT,
+        preexec_fn=_raise_priority,
+    )
     try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=WORKER_TIMEOUT,
-            check=False,
-            preexec_fn=_raise_priority,
-        )
+        stdout, stderr = worker.communicate(timeout=WORKER_TIMEOUT)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {WORKER_TIMEOUT} s"}
-    for line in done.stdout.splitlines():
+        dump = _dump_stacks(worker.pid, f"{scenario}-{impl}")
+        worker.kill()
+        _, stderr = worker.communicate()
+        python_stacks = HERE / "results" / f"hang-{scenario}-{impl}-{worker.pid}-python.txt"
+        python_stacks.write_text(stderr)
+        return {
+            "error": f"timed out after {WORKER_TIMEOUT} s; stacks: {dump}, {python_stacks}",
+        }
+    for line in stdout.splitlines():
         if line.startswith("BENCH-RESULT "):
             result: dict[str, Any] = json.loads(line[len("BENCH-RESULT ") :])
             return result
-    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-    return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
+    tail = (stderr or stdout).strip().splitlines()[-3:]
+    return {"error": f"exit {worker.returncode}: " + " | ".join(tail)}
 
 
 def run_all(reps: int, quick: bool, only: list[str] | None, impls: tuple[str, ...]) -> Results:
@@ -538,7 +557,15 @@ def machine() -> dict[str, str]:
     ours = _command_output(
         [sys.executable, "-c", "import adk_token_exchange as a; print(a.__version__)"]
     )
+    native = sorted((ROOT / "python" / "adk_token_exchange").glob("_native*.so"))
+    built = native[0].stat().st_mtime if native else 0.0
+    changed = _command_output(["git", "log", "-1", "--format=%ct", "--", "src", "Cargo.toml"])
+    stale = bool(changed) and built < float(changed)
     return {
+        "native_built": datetime.fromtimestamp(built, timezone.utc).strftime("%H:%M UTC")
+        if built
+        else "missing",
+        "native_stale": "yes" if stale else "no",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _command_output(["git", "rev-parse", "--short", "HEAD"]),
         "nproc": str(os.cpu_count()),
@@ -566,7 +593,10 @@ def report(results: Results, facts: dict[str, str], args: argparse.Namespace, to
         f"Machine: {facts['nproc']} CPUs ({facts['cpu']}), Linux {facts['kernel']}; "
         f"Python {facts['python']}, google-adk {facts['google-adk']}, "
         f"google-auth {facts['google-auth']}, requests {facts['requests']}, "
-        f"adk-token-exchange {facts['adk-token-exchange']} (release build).",
+        f"adk-token-exchange {facts['adk-token-exchange']} (native module built "
+        f"{facts['native_built']}"
+        + (", **older than the newest change to src/**" if facts["native_stale"] == "yes" else "")
+        + ").",
         "",
         f"Each cell: median over repetitions (min{DASH}max); every scenario ran in a fresh "
         "process per exchanger, the two interleaved, against the local Google emulator "
@@ -599,15 +629,20 @@ def report(results: Results, facts: dict[str, str], args: argparse.Namespace, to
 
 
 def main() -> None:
+    global WORKER_TIMEOUT
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke mode: one short repetition")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 1)")
     parser.add_argument("--only", action="append", choices=list(SCENARIOS), help="scenario(s)")
     parser.add_argument("--impl", choices=IMPLS, help="only this exchanger")
     parser.add_argument(
+        "--timeout", type=int, default=WORKER_TIMEOUT, help="seconds before a worker counts as hung"
+    )
+    parser.add_argument(
         "--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone"
     )
     args = parser.parse_args()
+    WORKER_TIMEOUT = args.timeout
     if args.reps is None:
         args.reps = 1 if args.quick else 3
     impls = (args.impl,) if args.impl else IMPLS

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import faulthandler
 import gc
 import json
 import os
@@ -619,6 +620,10 @@ SCENARIOS = [*ASYNC_SCENARIOS, *SYNC_SCENARIOS, "import"]
 
 def main() -> None:
     scenario, impl = sys.argv[1], sys.argv[2]
+    # A hung worker dumps every thread's Python stack to stderr before the
+    # runner's timeout (which then adds the native stacks with gdb).
+    timeout = float(os.environ.get("BENCH_WORKER_TIMEOUT", "180"))
+    faulthandler.dump_traceback_later(max(5.0, timeout - 20), exit=False)
     if impl not in ("stock", "ours"):
         raise SystemExit(f"unknown implementation {impl!r}")
     if scenario == "import":
