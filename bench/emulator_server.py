@@ -42,7 +42,12 @@ def _counts(emulator: Any) -> dict[str, Any]:
     for record in records:
         by_kind[record.kind] = by_kind.get(record.kind, 0) + 1
     issuing = [r for r in records if _issues_token(r)]
+    by_audience: dict[str, int] = {}
+    for record in issuing:
+        if record.audience:
+            by_audience[record.audience] = by_audience.get(record.audience, 0) + 1
     return {
+        "token_requests_by_audience": by_audience,
         "requests": len(records),
         "token_requests": len(issuing),
         "connections": emulator.connections,

@@ -396,7 +396,7 @@ def rows(results: Results) -> list[Row]:
     both("4 rollover", "p99 latency, µs", "rollover", "p99_us", "", lambda s, o: None)
     both(
         "4 rollover",
-        "p99 latency, same callers with 1 h tokens, µs",
+        "p99 latency of 4 control callers (1 h tokens) running alongside, µs",
         "rollover",
         "control_p99_us",
         "",
@@ -404,7 +404,7 @@ def rows(results: Results) -> list[Row]:
     )
     both(
         "4 rollover",
-        "p99 / p99 with 1 h tokens",
+        "p99 / control p99",
         "rollover",
         "p99_over_control",
         "ours ≤ 1.2",
