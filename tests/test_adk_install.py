@@ -385,6 +385,19 @@ async def test_missing_configuration_names_the_field_on_both_paths(
     assert not isinstance(on_exchange.value, ValueError)
 
 
+async def test_key_refused_up_front_is_adks_error_too(emulator: GoogleEmulator) -> None:
+    key = {**emulator.service_account_info(), "token_uri": "http://oauth2.example.com/token"}
+    credential = adk_token_exchange.id_token_credential(RUN_URL, service_account_key=key)
+    exchanger = adk_token_exchange.ServiceAccountExchanger()
+
+    with pytest.raises(errors.ConfigurationError, match="token_uri") as caught:
+        await exchanger.exchange(credential, SCHEME)
+
+    assert isinstance(caught.value, CredentialExchangeError)
+    assert key["private_key"] not in str(caught.value)
+    assert emulator.count() == 0
+
+
 def test_fetch_errors_are_ours_and_adks() -> None:
     for ours in (
         errors.TokenExchangeError,

@@ -311,26 +311,36 @@ def _credentials_for(sa: ServiceAccount) -> Credentials:
         )
     credentials = _credentials.get(memo_key)
     if credentials is None:
-        if path:
-            credentials = Credentials.from_file(
-                os.fspath(path), impersonate=impersonate, delegates=delegates
-            )
-        elif sa.use_default_credential:
-            credentials = Credentials.application_default(
-                impersonate=impersonate, delegates=delegates
-            )
-        else:
-            assert key_model is not None
-            credentials = Credentials.from_service_account_info(
-                _key_json(key_model),
-                origin="ServiceAccount.service_account_credential",
-                impersonate=impersonate,
-                delegates=delegates,
-            )
+        try:
+            credentials = _new_credentials(sa, path, key_model, impersonate, delegates)
+        except errors.TokenExchangeError as exc:
+            # A key or file the core refuses up front (bad PEM, http token_uri):
+            # ADK's error family too, like every fetch error.
+            raise wrap_error(exc) from exc
         if len(_credentials) >= _MAX_MEMO:
             _credentials.clear()
         _credentials[memo_key] = credentials
     return credentials
+
+
+def _new_credentials(
+    sa: ServiceAccount,
+    path: Any,
+    key_model: ServiceAccountCredential | None,
+    impersonate: str | None,
+    delegates: tuple[str, ...],
+) -> Credentials:
+    if path:
+        return Credentials.from_file(os.fspath(path), impersonate=impersonate, delegates=delegates)
+    if sa.use_default_credential:
+        return Credentials.application_default(impersonate=impersonate, delegates=delegates)
+    assert key_model is not None
+    return Credentials.from_service_account_info(
+        _key_json(key_model),
+        origin="ServiceAccount.service_account_credential",
+        impersonate=impersonate,
+        delegates=delegates,
+    )
 
 
 def _key_json(key_model: ServiceAccountCredential) -> str:
