@@ -329,15 +329,12 @@ async def test_openapi_tool_calls_rest_api_with_access_token(emulator: GoogleEmu
         credential = adk_token_exchange.access_token_credential(
             [CLOUD_PLATFORM_SCOPE], service_account_key=key
         )
-        options: dict[str, Any] = {}
-        if "allow_private_network_access" in inspect.signature(OpenAPIToolset).parameters:
-            options["allow_private_network_access"] = True  # the API is on 127.0.0.1
         toolset = OpenAPIToolset(
             spec_str=json.dumps(rest.openapi_spec()),
             spec_str_type="json",
             auth_scheme=SCHEME,
             auth_credential=credential,
-            **options,
+            **_private_network_ok(),
         )
         agent = LlmAgent(
             name="rest_caller",
@@ -352,6 +349,54 @@ async def test_openapi_tool_calls_rest_api_with_access_token(emulator: GoogleEmu
         assert key["client_email"] in run.answer
         assert rest.count(accepted=False) == 0
         assert rest.count(accepted=True) == 1
+
+
+async def test_openapi_tool_reports_google_refusal_with_googles_reason(
+    emulator: GoogleEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ADK 1.24.1 resolves the toolset's auth up front: our error reaches the
+    # user. ADK 2.x's OpenAPI path catches every exchanger error, logs it and
+    # calls the API without a token: the log line carries Google's reason.
+    key = emulator.service_account_info()
+    emulator.fail_next(
+        status=400,
+        endpoint="token",
+        body={"error": "invalid_grant", "error_description": "Invalid JWT Signature."},
+    )
+    caplog.set_level(logging.ERROR)
+    with ProtectedRestServer(emulator) as rest:
+        toolset = OpenAPIToolset(
+            spec_str=json.dumps(rest.openapi_spec()),
+            spec_str_type="json",
+            auth_scheme=SCHEME,
+            auth_credential=adk_token_exchange.access_token_credential(service_account_key=key),
+            **_private_network_ok(),
+        )
+        agent = LlmAgent(
+            name="rest_caller",
+            model=ScriptedLlm(tool="get_greeting", args={"project": "p1"}),
+            tools=[toolset],
+        )
+
+        outcome = await attempt(agent)
+
+        assert rest.count(accepted=True) == 0
+    if isinstance(outcome, Exception):
+        assert isinstance(outcome, errors.PermanentError)
+        assert isinstance(outcome, CredentialExchangeError)
+        reported = str(outcome)
+    else:
+        assert "Hello from p1!" not in (outcome.answer or "")
+        reported = "\n".join(
+            r.getMessage() for r in caplog.records if "invalid_grant" in r.getMessage()
+        )
+    assert "invalid_grant" in reported and "Invalid JWT Signature." in reported
+
+
+def _private_network_ok() -> dict[str, Any]:
+    if "allow_private_network_access" in inspect.signature(OpenAPIToolset).parameters:
+        return {"allow_private_network_access": True}  # the API is on 127.0.0.1
+    return {}
 
 
 # --------------------------------------------------------------------------
