@@ -542,3 +542,34 @@ def test_gcloud_login_id_token_warns_once_per_process(
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1, result.stderr
     assert "impersonate" in warnings[0]
+
+
+async def test_warm_result_is_kept_only_until_well_before_the_refresh_window(
+    emulator: GoogleEmulator,
+) -> None:
+    credential = adk_token_exchange.id_token_credential(
+        "https://svc.example.com", service_account_key=emulator.service_account_info()
+    )
+    exchanger = adk_token_exchange.ServiceAccountExchanger()
+    try:
+        first = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)  # fetches
+        assert await exchanger.exchange(credential.model_copy(deep=True), SCHEME) is first
+        [(until, kept, _)] = _adk._fresh.values()
+        claims = emulator.verify_id_token(first.credential.http.credentials.token)
+        # A quarter of the remaining hour: before the core's 5-minute window.
+        assert claims["exp"] - 905 <= until <= claims["exp"] - 895
+        assert kept is first.credential
+
+        adk_token_exchange.configure(refresh_window=1800)
+        assert not _adk._fresh
+        again = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)
+        [(until, _, _)] = _adk._fresh.values()
+        assert claims["exp"] - 1805 <= until <= claims["exp"] - 1795
+        assert again is first
+    finally:
+        adk_token_exchange.configure(refresh_window=300)
+
+    adk_token_exchange.clear_cache()
+    fresh = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)
+    assert fresh.credential is not first.credential
+    assert emulator.count("token") == 2

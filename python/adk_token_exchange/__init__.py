@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _native
-from ._native import configure
 from .errors import (
     ConfigurationError,
     CredentialsNotFoundError,
@@ -177,6 +176,44 @@ def access_token_credential(
         impersonate=impersonate,
         delegates=delegates,
     )
+
+
+def configure(
+    *,
+    connect_timeout: float | None = None,
+    request_timeout: float | None = None,
+    metadata_detect_timeout: float | None = None,
+    refresh_window: float | None = None,
+    max_attempts: int | None = None,
+) -> None:
+    """Process-wide settings (seconds); ``None`` leaves a setting unchanged.
+
+    Args:
+      connect_timeout: TCP/TLS connect timeout per attempt (default ~3 s).
+      request_timeout: Whole-request timeout per attempt (default ~30 s).
+      metadata_detect_timeout: How long to probe for the metadata server
+        (default ~3 s).
+      refresh_window: Before expiry, how early a token is refreshed in the
+        background while it is still served (default 300 s; at most a quarter
+        of a token's lifetime).
+      max_attempts: Attempts per request on transient errors.
+    """
+    global _refresh_window
+    _native.configure(
+        connect_timeout=connect_timeout,
+        request_timeout=request_timeout,
+        metadata_detect_timeout=metadata_detect_timeout,
+        refresh_window=refresh_window,
+        max_attempts=max_attempts,
+    )
+    if refresh_window is not None:
+        _refresh_window = refresh_window
+        module = sys.modules.get("adk_token_exchange._adk")
+        if module is not None:
+            module.set_refresh_window(refresh_window)
+
+
+_refresh_window: float | None = None
 
 
 def clear_cache() -> None:

@@ -30,6 +30,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from time import time as _now
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
@@ -401,8 +402,78 @@ def _build(token: Token, value: str) -> tuple[str, AuthCredential, ExchangeResul
     return built
 
 
+# --------------------------------------------------------------------------
+# The warm path, for exchanger.py: a result already built for this content,
+# while its token is still well before the core's refresh window.
+
+
+def _initial_refresh_window() -> float:
+    import sys
+
+    configured = getattr(sys.modules.get("adk_token_exchange"), "_refresh_window", None)
+    return 300.0 if configured is None else max(float(configured), 0.0)
+
+
+# Mirrors the core's refresh window (``configure(refresh_window=...)``,
+# default five minutes); never taken below a minute here.
+refresh_window = _initial_refresh_window()
+_MIN_WINDOW: Final = 60.0
+# content key -> (serve until, credential, ExchangeResult)
+_fresh: dict[Any, tuple[float, AuthCredential, ExchangeResult]] = {}
+
+
+def warm_result(auth_credential: Any, as_exchange_result: bool) -> Any:
+    """ADK's result without a request, or ``None`` when the core must be asked.
+
+    A memo hit needs no call into the core at all: it is only kept until
+    well before the core's refresh window opens (``expires_at`` minus the
+    larger of the window and a quarter of the remaining lifetime), so the
+    core would have returned this same token. After that, the cache is asked
+    (``cached_*_token``: no I/O; in the window it starts the background
+    refresh); a miss returns ``None``.
+    """
+    sa = getattr(auth_credential, "service_account", None)
+    if sa is None:
+        return None
+    key = _content_key(sa)
+    try:
+        memo = _fresh.get(key)
+    except TypeError:  # unhashable content: the core's path handles it
+        return None
+    if memo is not None and _now() < memo[0]:
+        return memo[2] if as_exchange_result else memo[1]
+    credentials, is_id, target = read_request(auth_credential)
+    token = (
+        credentials.cached_id_token(target)  # type: ignore[arg-type]
+        if is_id
+        else credentials.cached_access_token(target)
+    )
+    if token is None:
+        return None
+    value = token.value
+    expires_at = token.expires_at
+    built = next((b for b in _results.get(expires_at, ()) if b[0] == value), None)
+    if built is None:
+        built = _build(token, value)
+    now = _now()
+    until = expires_at - max(refresh_window, (expires_at - now) / 4, _MIN_WINDOW)
+    if until > now:
+        if len(_fresh) >= _MAX_MEMO:
+            _fresh.clear()
+        _fresh[key] = (until, built[1], built[2])
+    return built[2] if as_exchange_result else built[1]
+
+
+def set_refresh_window(seconds: float) -> None:
+    """Follow ``configure(refresh_window=...)``."""
+    global refresh_window
+    refresh_window = max(float(seconds), 0.0)
+    _fresh.clear()
+
+
 def forget() -> None:
-    """Drop the memos (tests; the core's ``clear_cache`` drops tokens)."""
+    """Drop the memos (with the core's ``clear_cache``, which drops tokens)."""
+    _fresh.clear()
     _requests.clear()
     _credentials.clear()
     _results.clear()

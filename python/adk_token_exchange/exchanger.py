@@ -14,7 +14,7 @@ ADK calls that class synchronously, on the event loop.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from google.adk.auth.exchanger.base_credential_exchanger import BaseCredentialExchanger
 
@@ -22,9 +22,12 @@ from . import _adk, _native
 
 __all__ = ["ServiceAccountExchanger"]
 
+_warm_result = _adk.warm_result
+_native_exchange = _native.ServiceAccountExchanger.exchange
+_native_exchange_credential = _native.ServiceAccountExchanger.exchange_credential
 
-# The core's `exchange` returns an awaitable; ADK declares an `async def` (same to callers).
-class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExchanger):  # type: ignore[misc]
+
+class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExchanger):
     """Google ID and access tokens for ADK ``SERVICE_ACCOUNT`` credentials.
 
     Reads ADK's ``ServiceAccount`` model: ``use_id_token=True`` with ``audience``
@@ -55,6 +58,22 @@ class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExc
         # The state lives in the core; this also keeps ADK's @experimental
         # wrapper of BaseCredentialExchanger.__init__ (a warning) out of the way.
         pass
+
+    # The warm path stays in Python (_adk.warm_result): a result already
+    # built for this credential's content while its token is well before the
+    # refresh window, else the cache without I/O. Only a miss goes to the core,
+    # which fetches (single-flight, off the event loop).
+    async def exchange(self, auth_credential: Any, auth_scheme: Any = None) -> Any:
+        result = _warm_result(auth_credential, True)
+        if result is not None:
+            return result
+        return await _native_exchange(self, auth_credential, auth_scheme)
+
+    def exchange_credential(self, auth_scheme: Any, auth_credential: Any = None) -> Any:
+        result = _warm_result(auth_credential, False)
+        if result is not None:
+            return result
+        return _native_exchange_credential(self, auth_scheme, auth_credential)
 
     def __repr__(self) -> str:
         return f"{type(self).__module__}.{type(self).__qualname__}()"
