@@ -10,6 +10,7 @@ refuses to import and says to use ``install()``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,7 @@ async def test_cloud_run_agent_calls_mcp_tool_through_adk_auth_provider_without_
     emulator: GoogleEmulator, protected_mcp: ProtectedMcpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emulator.use_metadata_server(monkeypatch)
+    assert not adk_token_exchange.is_installed()
     before = _adk_classes_state()
     agent = _greeter(protected_mcp.url, GoogleIdTokenAuthScheme(audience=protected_mcp.url))
 
@@ -133,6 +135,7 @@ async def test_cloud_run_agent_calls_mcp_tool_through_adk_auth_provider_without_
     assert [r.audience for r in _identity_requests(emulator)] == [protected_mcp.audience]
     assert not adk_token_exchange.is_installed()
     assert _adk_classes_state() == before, "ADK's classes were modified"
+    assert "adk_token_exchange" not in (inspect.getsourcefile(CredentialManager.__init__) or "")
 
 
 @needs_extension_point
