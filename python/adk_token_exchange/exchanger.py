@@ -6,7 +6,9 @@ exchanger interfaces: ``async exchange(auth_credential, auth_scheme=None)``
 synchronous ``exchange_credential(auth_scheme, auth_credential)`` (used by the
 OpenAPI tools' ``AutoAuthCredentialExchanger``). What depends on ADK's version
 — reading its model, building its result, its error types — is in ``_adk.py``
-and handed to the core here.
+and handed to the core here. A warm call is answered in Python
+(``_adk.warm_result``, no call into the core while the token is well before
+its refresh window); a miss goes to the core, which fetches.
 
 It deliberately does not subclass ADK's ``ServiceAccountCredentialExchanger``:
 ADK calls that class synchronously, on the event loop.
