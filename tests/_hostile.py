@@ -9,16 +9,22 @@ queue so that connecting hangs.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import pytest
 from adk_token_exchange import _native
 
 # What `_native.configure` starts with (DESIGN.md "Every network wait is bounded").
@@ -289,3 +295,57 @@ def rss_bytes() -> int:
     """Resident set size of this process (Linux)."""
     with open(f"/proc/{os.getpid()}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+_WATCHDOG_ENV = "ADK_TX_WATCHDOG_CHILD"
+
+
+def watchdog(timeout: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run this test in a child pytest process, which fails the test if it outlives ``timeout``.
+
+    A deadlock between the GIL and a lock in the Rust core freezes every
+    Python thread of the process, pytest-timeout's included, and the CI run
+    with it. In a child, it is a failed test with every thread's Python stack
+    (faulthandler, on SIGABRT) in the report.
+    """
+
+    def decorate(test: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(test)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if os.environ.get(_WATCHDOG_ENV) == test.__name__:
+                return test(*args, **kwargs)
+            node = f"{inspect.getfile(test)}::{test.__name__}"
+            env = {**os.environ, _WATCHDOG_ENV: test.__name__, "PYTHONFAULTHANDLER": "1"}
+            cmd = [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-s",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:randomly",
+                node,
+            ]
+            child = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            try:
+                out, _ = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                child.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+                try:
+                    out, _ = child.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    out, _ = child.communicate()
+                pytest.fail(
+                    f"deadlock: {test.__name__} still running after {timeout} s\n{out[-12000:]}"
+                )
+            print(out[-3000:])
+            assert child.returncode == 0, out[-8000:]
+
+        return run
+
+    return decorate

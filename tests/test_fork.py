@@ -20,8 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _hostile import core, sa_credentials
+from _hostile import core, sa_credentials, watchdog
 from adk_token_exchange.testing import GoogleEmulator
+
+
+async def _awaited(method, *args):  # type: ignore[no-untyped-def]
+    """Calls an async method inside the running loop (it needs one) and awaits it."""
+    return await method(*args)
+
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 
@@ -89,7 +95,7 @@ def test_child_exchanges_after_fork_and_parent_carries_on(emulator: GoogleEmulat
         return {
             "cached": creds.id_token(AUDIENCE).value,
             "fresh_sync": creds.id_token(AUDIENCE + "/child").value,
-            "fresh_async": asyncio.run(creds.access_token_async(SCOPES)).value,
+            "fresh_async": asyncio.run(_awaited(creds.access_token_async, SCOPES)).value,
         }
 
     got = run_in_child(child)
@@ -97,14 +103,14 @@ def test_child_exchanges_after_fork_and_parent_carries_on(emulator: GoogleEmulat
     emulator.verify_id_token(got["fresh_sync"], AUDIENCE + "/child")
     assert emulator.access_token_info(got["fresh_async"]) is not None
     assert creds.id_token(AUDIENCE + "/parent").value
-    assert asyncio.run(creds.id_token_async(AUDIENCE + "/parent-async")).value
+    assert asyncio.run(_awaited(creds.id_token_async, AUDIENCE + "/parent-async")).value
 
 
 def test_gunicorn_style_prefork_workers_each_exchange(emulator: GoogleEmulator) -> None:
     """A master warms up (sync and async), then forks 4 workers that serve 50 exchanges each."""
     creds = sa_credentials(emulator.service_account_info())
     creds.id_token(AUDIENCE)
-    asyncio.run(creds.access_token_async(SCOPES))
+    asyncio.run(_awaited(creds.access_token_async, SCOPES))
 
     def worker() -> int:
         async def serve() -> int:
@@ -122,6 +128,7 @@ def test_gunicorn_style_prefork_workers_each_exchange(emulator: GoogleEmulator) 
     assert emulator.count("token") == 2 + 4 * 5, "each worker fetched each of its 5 audiences once"
 
 
+@watchdog(60)
 def test_child_forked_during_a_parent_fetch_does_not_wait_for_it(emulator: GoogleEmulator) -> None:
     """The parent's in-flight fetch has no task in the child: the child must fetch itself."""
     creds = sa_credentials(emulator.service_account_info())
@@ -139,6 +146,7 @@ def test_child_forked_during_a_parent_fetch_does_not_wait_for_it(emulator: Googl
     emulator.verify_id_token(value, AUDIENCE)
 
 
+@watchdog(90)
 def test_fork_while_threads_exchange_never_deadlocks_the_child(emulator: GoogleEmulator) -> None:
     """Locks other threads hold at fork time (cache, registry, runtime) must not hang the child."""
     info = emulator.service_account_info()
@@ -156,7 +164,7 @@ def test_fork_while_threads_exchange_never_deadlocks_the_child(emulator: GoogleE
                 if n % 2:
                     creds.id_token(f"{AUDIENCE}/busy/{n}/{i}")
                 else:
-                    asyncio.run(creds.access_token_async([f"scope-{n}-{i % 50}"]))
+                    asyncio.run(_awaited(creds.access_token_async, [f"scope-{n}-{i % 50}"]))
             except BaseException as e:
                 errors.append(e)
                 return

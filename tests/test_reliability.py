@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import threading
@@ -24,6 +23,7 @@ from _hostile import (
     rss_bytes,
     sa_credentials,
     unconnectable_port,
+    watchdog,
 )
 from adk_token_exchange import _native
 from adk_token_exchange.errors import (
@@ -109,11 +109,10 @@ def test_4xx_is_not_retried_and_carries_googles_error_and_description(
     assert f"HTTP {status}" in message
 
 
-def test_iam_style_error_reaches_the_message(emulator: GoogleEmulator) -> None:
-    source = emulator.service_account_info()
+def test_iam_style_error_reaches_the_message(emulator: GoogleEmulator, tmp_path) -> None:  # type: ignore[no-untyped-def]
     target = "target@emulated-project.iam.gserviceaccount.com"
-    emulator.register_service_account(target)
-    creds = _native.Credentials.from_service_account_info(json.dumps(source), impersonate=target)
+    info = emulator.impersonated_info(emulator.service_account_info(), target)
+    creds = _native.Credentials.from_file(str(emulator.write_json(tmp_path, "imp.json", info)))
     emulator.respond_next(
         403,
         {
@@ -306,6 +305,7 @@ def test_an_error_is_not_cached_the_next_call_fetches(emulator: GoogleEmulator) 
     assert emulator.count("token") == 4
 
 
+@watchdog(60)
 def test_concurrent_waiters_share_one_failure_then_one_retry(emulator: GoogleEmulator) -> None:
     creds = sa_credentials(emulator.service_account_info())
     emulator.set_latency(0.2, endpoint="token")
@@ -338,6 +338,7 @@ SOAK_EXCHANGES = 100_000 if SOAK_FULL else 20_000
 SOAK_SECONDS = 40.0 if SOAK_FULL else 8.0
 
 
+@watchdog(SOAK_SECONDS + 90)
 def test_soak_exchanges_across_rolling_expiry_have_zero_errors_and_flat_memory(
     emulator: GoogleEmulator,
 ) -> None:

@@ -44,6 +44,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+
+async def _awaited(method, *args):  # type: ignore[no-untyped-def]
+    """Calls an async method inside the running loop (it needs one) and awaits it."""
+    return await method(*args)
+
+
 AUDIENCE = "https://mcp-secrets-uc.a.run.app"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 CLIENT_SECRET = "GOCSPX-SENTINEL-client-secret-7c1f"
@@ -147,7 +153,7 @@ def test_service_account_exchanges_leak_nothing(
     creds = sa_credentials(info)
     exposure.token(creds.id_token(AUDIENCE))
     exposure.token(creds.access_token(SCOPES))
-    exposure.token(asyncio.run(creds.id_token_async(AUDIENCE + "/async")))
+    exposure.token(asyncio.run(_awaited(creds.id_token_async, AUDIENCE + "/async")))
     exposure.token(creds.cached_id_token(AUDIENCE))
     exposure.see(creds, creds.identity, creds.resolve(), *_props(creds.resolve()))
     _rust_debug_logs_arrive(caplog)
@@ -306,7 +312,7 @@ def test_adk_exchanger_errors_and_reprs_leak_nothing(
     credential = adk_token_exchange.id_token_credential(AUDIENCE, service_account_key=info)
     emulator.fail_next(1, 400, "token")
     with pytest.raises(Exception) as caught:
-        asyncio.run(exchanger.exchange(credential, None))
+        asyncio.run(_awaited(exchanger.exchange, credential, None))
     exposure.see(caught.value)
     with pytest.raises(Exception) as caught_sync:
         emulator.fail_next(1, 400, "token")
@@ -320,8 +326,12 @@ def test_every_exception_class_keeps_the_message_secret_free_when_chained(
     """``raise ... from`` chains built by the PyO3 layer (ADK wrapping) still carry no secret."""
     info = emulator.service_account_info()
     exposure.plant_key(info["private_key"])
-    creds = sa_credentials(info, token_uri="http://oauth2.googleapis.com/token")
-    error = exposure.fails(lambda: creds.id_token(AUDIENCE), ConfigurationError)
+    error = exposure.fails(
+        lambda: sa_credentials(info, token_uri="http://oauth2.googleapis.com/token").id_token(
+            AUDIENCE
+        ),
+        ConfigurationError,
+    )
     assert error.__cause__ is None or isinstance(error.__cause__, BaseException)
 
 
