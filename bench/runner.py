@@ -561,13 +561,15 @@ def machine() -> dict[str, str]:
     built = native[0].stat().st_mtime if native else 0.0
     changed = _command_output(["git", "log", "-1", "--format=%ct", "--", "src", "Cargo.toml"])
     stale = bool(changed) and built < float(changed)
+    dirty = bool(_command_output(["git", "status", "--porcelain", "--", "src", "python"]))
     return {
         "native_built": datetime.fromtimestamp(built, timezone.utc).strftime("%H:%M UTC")
         if built
         else "missing",
         "native_stale": "yes" if stale else "no",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _command_output(["git", "rev-parse", "--short", "HEAD"]),
+        "commit": _command_output(["git", "rev-parse", "--short", "HEAD"])
+        + (" + uncommitted changes in src/ or python/" if dirty else ""),
         "nproc": str(os.cpu_count()),
         "cpu": cpu or "unknown",
         "kernel": platform.release(),
@@ -602,6 +604,12 @@ def report(results: Results, facts: dict[str, str], args: argparse.Namespace, to
         "process per exchanger, the two interleaved, against the local Google emulator "
         "(its own process, loopback only, Nagle off). Targets from issue 4; "
         "see `bench/README.md` for what each scenario does.",
+        "",
+        "## Summary (the judged figures)",
+        "",
+        table([r for r in all_rows if r.goal]),
+        "",
+        "## All figures",
         "",
         table(all_rows),
         "",
