@@ -6,9 +6,10 @@
 //! error becomes one of the classes in `adk_token_exchange/errors.py`.
 
 use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyStopIteration, PyValueError};
@@ -378,12 +379,27 @@ fn id_request(audience: &str) -> PyResult<TokenRequest> {
 
 /// ADK's `BaseCredentialExchanger` interface; `exchanger.py` supplies the
 /// ADK-version-dependent callables and makes ADK accept it.
-#[pyclass(subclass, module = "adk_token_exchange._native")]
+#[pyclass(frozen, subclass, module = "adk_token_exchange._native")]
 pub struct ServiceAccountExchanger {
     read_request: Py<PyAny>,
     build_result: Py<PyAny>,
     wrap_error: Py<PyAny>,
+    results: Mutex<HashMap<usize, Built>>,
 }
+
+/// Results built for a cached token, so a warm exchange calls `build_result`
+/// once per token rather than per call and returns the same objects, as ADK's
+/// own exchanger returns its cached credential (ADK only reads them, and MCP
+/// session pooling keys on the header value). Keyed by the token's address;
+/// each entry holds its `Arc`, so an address cannot be reused while cached.
+struct Built {
+    _token: Arc<Token>,
+    /// [for `exchange_credential`, for `exchange`]
+    results: [Option<Py<PyAny>>; 2],
+}
+
+/// Entries kept before the memo starts over (one per key and token generation).
+const MAX_BUILT_RESULTS: usize = 256;
 
 impl ServiceAccountExchanger {
     /// Asks the shim what `auth_credential` wants: (Credentials, is_id, audience | scopes).
@@ -401,6 +417,56 @@ impl ServiceAccountExchanger {
             TokenRequest::access(target.extract::<Vec<String>>()?)
         };
         Ok((Arc::clone(&credentials.get().inner), request))
+    }
+
+    fn built_results(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Built>> {
+        self.results.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `build_result(token, auth_credential, as_exchange_result)`, once per token.
+    fn result(
+        &self,
+        py: Python<'_>,
+        token: Arc<Token>,
+        credential: &Credential,
+        auth_credential: Bound<'_, PyAny>,
+        as_exchange_result: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let key = Arc::as_ptr(&token) as usize;
+        let slot = usize::from(as_exchange_result);
+        if let Some(hit) = self
+            .built_results()
+            .get(&key)
+            .and_then(|built| built.results[slot].as_ref())
+        {
+            return Ok(hit.clone_ref(py));
+        }
+        let pytoken = PyToken::new(Arc::clone(&token), credential);
+        let value = self
+            .build_result
+            .call1(py, (pytoken, auth_credential, as_exchange_result))?;
+        let evicted = {
+            let mut memo = self.built_results();
+            let evicted = if memo.len() >= MAX_BUILT_RESULTS {
+                std::mem::take(&mut *memo)
+            } else {
+                HashMap::new()
+            };
+            let built = memo.entry(key).or_insert_with(|| Built {
+                _token: token,
+                results: [None, None],
+            });
+            built.results[slot] = Some(value.clone_ref(py));
+            evicted
+        };
+        // Dropped after the lock is released: a decref may run Python code.
+        drop(evicted);
+        Ok(value)
+    }
+
+    fn forget_results(&self) {
+        let evicted = std::mem::take(&mut *self.built_results());
+        drop(evicted);
     }
 }
 
@@ -428,36 +494,36 @@ impl ServiceAccountExchanger {
             read_request,
             build_result,
             wrap_error,
+            results: Mutex::default(),
         }
     }
 
     #[pyo3(signature = (auth_credential, auth_scheme=None))]
     fn exchange<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         auth_credential: Bound<'py, PyAny>,
         auth_scheme: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _ = auth_scheme;
-        let (credential, request) = self.read(py, &auth_credential)?;
+        let py = slf.py();
+        let this = slf.get();
+        let (credential, request) = this.read(py, &auth_credential)?;
         if let Some(token) = credential.cache().peek(&request, runtime::handle) {
-            let token = PyToken::new(token, &credential);
-            let result = self
-                .build_result
-                .call1(py, (token, auth_credential, true))?;
+            let result = this.result(py, token, &credential, auth_credential, true)?;
             return ready(py, result);
         }
-        let build_result = self.build_result.clone_ref(py);
-        let wrap_error = self.wrap_error.clone_ref(py);
+        let exchanger = slf.clone().unbind();
         let auth_credential = auth_credential.unbind();
         generic::future_into_py::<ForkSafeTokio, _, Py<PyAny>>(py, async move {
             let fetched = credential.cache().get(&request, &runtime::handle()).await;
-            Python::attach(|py| match fetched {
-                Ok(token) => {
-                    let token = PyToken::new(token, &credential);
-                    build_result.call1(py, (token, auth_credential, true))
+            Python::attach(|py| {
+                let this = exchanger.get();
+                match fetched {
+                    Ok(token) => {
+                        this.result(py, token, &credential, auth_credential.into_bound(py), true)
+                    }
+                    Err(error) => Err(wrapped(py, &this.wrap_error, error)),
                 }
-                Err(error) => Err(wrapped(py, &wrap_error, error)),
             })
         })
     }
@@ -483,8 +549,12 @@ impl ServiceAccountExchanger {
                 .map_err(|e| wrapped(py, &self.wrap_error, e))?
             }
         };
-        let token = PyToken::new(token, &credential);
-        self.build_result.call1(py, (token, auth_credential, false))
+        self.result(py, token, &credential, auth_credential, false)
+    }
+
+    /// Drops the results built so far (with `clear_cache`).
+    fn clear_results(&self) {
+        self.forget_results();
     }
 }
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -472,21 +473,30 @@ async def test_access_token_carries_quota_project_header(
 
 
 def test_warm_exchange_reads_adk_deep_copies_without_rebuilding(
-    emulator: GoogleEmulator,
+    emulator: GoogleEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    built: list[object] = []
+    build_result = _adk.build_result
+
+    def counting_build_result(*args: Any) -> Any:
+        built.append(args)
+        return build_result(*args)
+
+    monkeypatch.setattr(_adk, "build_result", counting_build_result)
     credential = adk_token_exchange.id_token_credential(
         "https://svc.example.com", service_account_key=emulator.service_account_info()
     )
     exchanger = adk_token_exchange.ServiceAccountExchanger()
     first = exchanger.exchange_credential(SCHEME, credential.model_copy(deep=True))
-    requests, built = dict(_adk._requests), dict(_adk._results)
+    requests = dict(_adk._requests)
 
     again = [
         exchanger.exchange_credential(SCHEME, credential.model_copy(deep=True)) for _ in range(5)
     ]
 
     assert all(result is first for result in again)
-    assert _adk._requests == requests and _adk._results == built
+    assert _adk._requests == requests
+    assert len(built) == 1
 
 
 def test_exchange_does_not_block_the_event_loop_on_a_cold_cache(
@@ -544,32 +554,28 @@ def test_gcloud_login_id_token_warns_once_per_process(
     assert "impersonate" in warnings[0]
 
 
-async def test_warm_result_is_kept_only_until_well_before_the_refresh_window(
+async def test_warm_result_is_reused_until_the_token_is_refreshed(
     emulator: GoogleEmulator,
 ) -> None:
+    emulator.token_lifetime = 4  # refreshed in the background in its last second
     credential = adk_token_exchange.id_token_credential(
         "https://svc.example.com", service_account_key=emulator.service_account_info()
     )
     exchanger = adk_token_exchange.ServiceAccountExchanger()
-    try:
-        first = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)  # fetches
-        assert await exchanger.exchange(credential.model_copy(deep=True), SCHEME) is first
-        [(until, kept, _)] = _adk._fresh.values()
-        claims = emulator.verify_id_token(first.credential.http.credentials.token)
-        # A quarter of the remaining hour: before the core's 5-minute window.
-        assert claims["exp"] - 905 <= until <= claims["exp"] - 895
-        assert kept is first.credential
+    first = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)  # fetches
+    assert await exchanger.exchange(credential.model_copy(deep=True), SCHEME) is first
 
-        adk_token_exchange.configure(refresh_window=1800)
-        assert not _adk._fresh
-        again = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)
-        [(until, _, _)] = _adk._fresh.values()
-        assert claims["exp"] - 1805 <= until <= claims["exp"] - 1795
-        assert again is first
-    finally:
-        adk_token_exchange.configure(refresh_window=300)
+    deadline = time.monotonic() + 10
+    latest = first
+    while latest.credential is first.credential and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        latest = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)
+
+    assert latest.credential is not first.credential
+    assert latest.credential.http.credentials.token != first.credential.http.credentials.token
+    assert emulator.count("token") == 2
 
     adk_token_exchange.clear_cache()
     fresh = await exchanger.exchange(credential.model_copy(deep=True), SCHEME)
-    assert fresh.credential is not first.credential
-    assert emulator.count("token") == 2
+    assert fresh.credential is not latest.credential
+    assert emulator.count("token") == 3

@@ -198,7 +198,6 @@ def configure(
         of a token's lifetime).
       max_attempts: Attempts per request on transient errors.
     """
-    global _refresh_window
     _native.configure(
         connect_timeout=connect_timeout,
         request_timeout=request_timeout,
@@ -206,14 +205,6 @@ def configure(
         refresh_window=refresh_window,
         max_attempts=max_attempts,
     )
-    if refresh_window is not None:
-        _refresh_window = refresh_window
-        module = sys.modules.get("adk_token_exchange._adk")
-        if module is not None:
-            module.set_refresh_window(refresh_window)
-
-
-_refresh_window: float | None = None
 
 
 def clear_cache() -> None:

@@ -30,9 +30,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from time import time as _now
 from typing import TYPE_CHECKING, Any, Final, NoReturn
-from urllib.parse import urlsplit
 
 from google.adk.auth.auth_credential import (
     AuthCredential,
@@ -51,6 +49,7 @@ from google.adk.tools.openapi_tool.auth.credential_exchangers.base_credential_ex
 )
 
 from . import errors
+from ._audience import origin_of
 from ._native import Credentials, Token
 
 if TYPE_CHECKING:
@@ -360,15 +359,9 @@ def _warn_once(message: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# Building ADK's result (called by the core on every exchange).
-
-_MAX_RESULTS: Final = 256
-# expiry -> [(token value, credential, ExchangeResult)]. The same token yields
-# the same objects, as ADK's own exchanger returns its cached credential: ADK
-# only reads them, and MCP session pooling keys on the header value. Keyed by
-# the expiry (a float, cheap to hash) and confirmed by value, rather than
-# hashing a ~1 KB token on every exchange.
-_results: dict[float, list[tuple[str, AuthCredential, ExchangeResult]]] = {}
+# Building ADK's result (called by the core once per token: the core keeps
+# the result it built for a cached token and hands out the same objects, as
+# ADK's own exchanger returns its cached credential).
 
 
 def build_result(token: Token, auth_credential: Any, as_exchange_result: bool) -> Any:
@@ -377,131 +370,28 @@ def build_result(token: Token, auth_credential: Any, as_exchange_result: bool) -
     ``ExchangeResult(credential, True)`` for ``exchange``, the
     ``AuthCredential`` for ``exchange_credential``.
     """
-    value = token.value
-    for built in _results.get(token.expires_at, ()):
-        if built[0] == value:
-            return built[2] if as_exchange_result else built[1]
-    built = _build(token, value)
-    return built[2] if as_exchange_result else built[1]
-
-
-def _build(token: Token, value: str) -> tuple[str, AuthCredential, ExchangeResult]:
     quota_project = token.quota_project_id if token.kind == "access" else None
     credential = AuthCredential(
         auth_type=AuthCredentialTypes.HTTP,
         http=HttpAuth(
             scheme="bearer",
-            credentials=HttpCredentials(token=value),
+            credentials=HttpCredentials(token=token.value),
             additional_headers={"x-goog-user-project": quota_project} if quota_project else None,
         ),
     )
-    built = (value, credential, ExchangeResult(credential, True))
-    if len(_results) >= _MAX_RESULTS:
-        _results.clear()
-    _results.setdefault(token.expires_at, []).append(built)
-    return built
-
-
-# --------------------------------------------------------------------------
-# The warm path, for exchanger.py: a result already built for this content,
-# while its token is still well before the core's refresh window.
-
-
-def _initial_refresh_window() -> float:
-    import sys
-
-    configured = getattr(sys.modules.get("adk_token_exchange"), "_refresh_window", None)
-    return 300.0 if configured is None else max(float(configured), 0.0)
-
-
-# Mirrors the core's refresh window (``configure(refresh_window=...)``,
-# default five minutes); never taken below a minute here.
-refresh_window = _initial_refresh_window()
-_MIN_WINDOW: Final = 60.0
-# content key -> (serve until, credential, ExchangeResult)
-_fresh: dict[Any, tuple[float, AuthCredential, ExchangeResult]] = {}
-
-
-def warm_result(auth_credential: Any, as_exchange_result: bool) -> Any:
-    """ADK's result without a request, or ``None`` when the core must be asked.
-
-    A memo hit needs no call into the core at all: it is only kept until
-    well before the core's refresh window opens (``expires_at`` minus the
-    larger of the window and a quarter of the remaining lifetime), so the
-    core would have returned this same token. After that, the cache is asked
-    (``cached_*_token``: no I/O; in the window it starts the background
-    refresh); a miss returns ``None``.
-    """
-    sa = getattr(auth_credential, "service_account", None)
-    if sa is None:
-        return None
-    key = _content_key(sa)
-    try:
-        memo = _fresh.get(key)
-    except TypeError:  # unhashable content: the core's path handles it
-        return None
-    if memo is not None and _now() < memo[0]:
-        return memo[2] if as_exchange_result else memo[1]
-    credentials, is_id, target = read_request(auth_credential)
-    token = (
-        credentials.cached_id_token(target)  # type: ignore[arg-type]
-        if is_id
-        else credentials.cached_access_token(target)
-    )
-    if token is None:
-        return None
-    value = token.value
-    expires_at = token.expires_at
-    built = next((b for b in _results.get(expires_at, ()) if b[0] == value), None)
-    if built is None:
-        built = _build(token, value)
-    now = _now()
-    until = expires_at - max(refresh_window, (expires_at - now) / 4, _MIN_WINDOW)
-    if until > now:
-        if len(_fresh) >= _MAX_MEMO:
-            _fresh.clear()
-        _fresh[key] = (until, built[1], built[2])
-    return built[2] if as_exchange_result else built[1]
-
-
-def set_refresh_window(seconds: float) -> None:
-    """Follow ``configure(refresh_window=...)``."""
-    global refresh_window
-    refresh_window = max(float(seconds), 0.0)
-    _fresh.clear()
+    return ExchangeResult(credential, True) if as_exchange_result else credential
 
 
 def forget() -> None:
     """Drop the memos (with the core's ``clear_cache``, which drops tokens)."""
-    _fresh.clear()
     _requests.clear()
     _credentials.clear()
-    _results.clear()
+    if _exchanger is not None:
+        _exchanger.clear_results()
 
 
 # --------------------------------------------------------------------------
 # Building ADK's ServiceAccount model for the public helpers.
-
-
-def origin_of(audience: str) -> str:
-    """``https://svc-xyz.a.run.app/mcp`` -> ``https://svc-xyz.a.run.app``.
-
-    Cloud Run compares ``aud`` with the service URL; a non-URL is returned as is.
-    """
-    try:
-        parts = urlsplit(audience.strip())
-        host = parts.hostname
-        port = parts.port
-    except ValueError:
-        return audience
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not host:
-        return audience
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
-        host = f"{host}:{port}"
-    return f"{scheme}://{host}"
 
 
 def _service_account(

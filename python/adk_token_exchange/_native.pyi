@@ -3,6 +3,18 @@
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, final
 
+from typing_extensions import disjoint_base
+
+__all__ = [
+    "Credentials",
+    "ServiceAccountExchanger",
+    "SourceInfo",
+    "Token",
+    "__version__",
+    "clear_cache",
+    "configure",
+]
+
 __version__: str
 
 @final
@@ -25,7 +37,9 @@ class SourceInfo:
     """What a credential resolved to (for logs and ``doctor``); no secrets."""
 
     @property
-    def kind(self) -> Literal[
+    def kind(
+        self,
+    ) -> Literal[
         "service_account", "authorized_user", "impersonated_service_account", "metadata"
     ]: ...
     @property
@@ -56,21 +70,22 @@ class Credentials:
 
     @staticmethod
     def application_default(
-        *, impersonate: str | None = None, delegates: Sequence[str] = ()
+        *, impersonate: str | None = None, delegates: Sequence[str] = ...
     ) -> Credentials: ...
     @staticmethod
     def from_service_account_info(
         info: str,
         *,
-        origin: str = "service_account_credential",
+        origin: str = ...,
         impersonate: str | None = None,
-        delegates: Sequence[str] = (),
+        delegates: Sequence[str] = ...,
     ) -> Credentials:
-        """``info`` is the key's JSON text; ``origin`` names it in errors."""
+        """``info`` is the key's JSON text; ``origin`` names it in errors
+        (default ``"service_account_credential"``, ADK's field)."""
 
     @staticmethod
     def from_file(
-        path: str, *, impersonate: str | None = None, delegates: Sequence[str] = ()
+        path: str, *, impersonate: str | None = None, delegates: Sequence[str] = ...
     ) -> Credentials:
         """Any ADC JSON file: service_account, authorized_user, impersonated_service_account."""
 
@@ -95,6 +110,7 @@ class Credentials:
 
     def access_token_async(self, scopes: Sequence[str]) -> Awaitable[Token]: ...
 
+@disjoint_base
 class ServiceAccountExchanger:
     """ADK's ``BaseCredentialExchanger`` interface, implemented in Rust.
 
@@ -110,6 +126,8 @@ class ServiceAccountExchanger:
     ) -> ServiceAccountExchanger: ...
     def exchange(self, auth_credential: Any, auth_scheme: Any = None) -> Awaitable[Any]: ...
     def exchange_credential(self, auth_scheme: Any, auth_credential: Any = None) -> Any: ...
+    def clear_results(self) -> None:
+        """Drop the results built for cached tokens (``clear_cache`` does)."""
 
 def configure(
     *,

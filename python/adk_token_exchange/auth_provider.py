@@ -63,6 +63,7 @@ from google.adk.auth.base_auth_provider import BaseAuthProvider  # noqa: E402
 from pydantic import Field, field_validator, model_validator  # noqa: E402
 
 from . import _adk, errors  # noqa: E402
+from ._audience import origin_of  # noqa: E402
 from ._native import Credentials  # noqa: E402
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ class GoogleIdTokenAuthScheme(CustomAuthScheme):
     @property
     def token_audience(self) -> str:
         """The ``aud`` the token is minted for: the origin of a URL unless ``exact``."""
-        return self.audience if self.exact else _adk.origin_of(self.audience)
+        return self.audience if self.exact else origin_of(self.audience)
 
 
 class GoogleIdTokenAuthProvider(BaseAuthProvider):

@@ -67,7 +67,7 @@ def audience_for(url_or_audience: str, *, exact: bool = False) -> str:
     """
     if exact:
         return url_or_audience
-    from ._adk import origin_of
+    from ._audience import origin_of
 
     return origin_of(url_or_audience)
 

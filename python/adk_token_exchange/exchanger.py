@@ -6,9 +6,9 @@ exchanger interfaces: ``async exchange(auth_credential, auth_scheme=None)``
 synchronous ``exchange_credential(auth_scheme, auth_credential)`` (used by the
 OpenAPI tools' ``AutoAuthCredentialExchanger``). What depends on ADK's version
 — reading its model, building its result, its error types — is in ``_adk.py``
-and handed to the core here. A warm call is answered in Python
-(``_adk.warm_result``, no call into the core while the token is well before
-its refresh window); a miss goes to the core, which fetches.
+and handed to the core here. A warm call is answered by the core from memory
+(the result built once per token, no await, no asyncio future); a miss is
+fetched on the core's runtime, single-flight, off the event loop.
 
 It deliberately does not subclass ADK's ``ServiceAccountCredentialExchanger``:
 ADK calls that class synchronously, on the event loop.
@@ -16,7 +16,7 @@ ADK calls that class synchronously, on the event loop.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 from google.adk.auth.exchanger.base_credential_exchanger import BaseCredentialExchanger
 
@@ -24,12 +24,10 @@ from . import _adk, _native
 
 __all__ = ["ServiceAccountExchanger"]
 
-_warm_result = _adk.warm_result
-_native_exchange = _native.ServiceAccountExchanger.exchange
-_native_exchange_credential = _native.ServiceAccountExchanger.exchange_credential
 
-
-class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExchanger):
+# mypy sees the native exchange() returning an Awaitable where ADK declares a
+# coroutine; ADK only awaits it, which is all an Awaitable promises.
+class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExchanger):  # type: ignore[misc]
     """Google ID and access tokens for ADK ``SERVICE_ACCOUNT`` credentials.
 
     Reads ADK's ``ServiceAccount`` model: ``use_id_token=True`` with ``audience``
@@ -60,22 +58,6 @@ class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExc
         # The state lives in the core; this also keeps ADK's @experimental
         # wrapper of BaseCredentialExchanger.__init__ (a warning) out of the way.
         pass
-
-    # The warm path stays in Python (_adk.warm_result): a result already
-    # built for this credential's content while its token is well before the
-    # refresh window, else the cache without I/O. Only a miss goes to the core,
-    # which fetches (single-flight, off the event loop).
-    async def exchange(self, auth_credential: Any, auth_scheme: Any = None) -> Any:
-        result = _warm_result(auth_credential, True)
-        if result is not None:
-            return result
-        return await _native_exchange(self, auth_credential, auth_scheme)
-
-    def exchange_credential(self, auth_scheme: Any, auth_credential: Any = None) -> Any:
-        result = _warm_result(auth_credential, False)
-        if result is not None:
-            return result
-        return _native_exchange_credential(self, auth_scheme, auth_credential)
 
     def __repr__(self) -> str:
         return f"{type(self).__module__}.{type(self).__qualname__}()"
