@@ -12,6 +12,7 @@ from pathlib import Path
 # every refused metadata probe cost ~3 s, and ADK probes ADC on each MCP connection.
 os.environ["GCE_METADATA_DETECT_RETRIES"] = "1"
 
+import adk_token_exchange
 import pytest
 from adk_token_exchange.testing import GoogleEmulator, ProtectedMcpServer, ProtectedRestServer
 
@@ -30,8 +31,9 @@ CLOSED_METADATA_HOST = f"127.0.0.1:{_CLOSED_PORT}"
 @pytest.fixture(autouse=True)
 def isolated_from_google(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """No ADC file, key variable, gcloud or metadata server of the machine is reachable."""
+) -> Iterator[None]:
+    """No ADC file, key variable, gcloud, metadata server or IAM endpoint of the machine
+    is reachable, and no token or resolved credential outlives the test."""
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path_factory.mktemp("gcloud")))
     for name in (
@@ -45,6 +47,9 @@ def isolated_from_google(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GCE_METADATA_HOST", CLOSED_METADATA_HOST)
     monkeypatch.setenv("GCE_METADATA_IP", CLOSED_METADATA_HOST)
+    # Explicit impersonation calls IAM Credentials here; a test that wants it
+    # points this at its emulator.
+    monkeypatch.setenv("ADK_TOKEN_EXCHANGE_IAM_ENDPOINT", f"http://{CLOSED_METADATA_HOST}")
     # google-auth copies GCE_METADATA_HOST at import time.
     metadata_module = sys.modules.get("google.auth.compute_engine._metadata")
     if metadata_module is not None:
@@ -52,6 +57,11 @@ def isolated_from_google(
     path = os.environ.get("PATH", "").split(os.pathsep)
     without_gcloud = [d for d in path if d and not (Path(d) / "gcloud").exists()]
     monkeypatch.setenv("PATH", os.pathsep.join(without_gcloud))
+    adk_token_exchange.clear_cache()
+    yield
+    # Emulators reuse service account names and may reuse ports: a token
+    # cached for one test must never serve the next.
+    adk_token_exchange.clear_cache()
 
 
 @pytest.fixture

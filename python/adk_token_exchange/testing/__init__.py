@@ -17,7 +17,8 @@ Example::
         ...  # an agent with McpToolset(url=mcp_server.url, auth_credential=...)
 
 This module is independent of the package's Rust core; it needs PyJWT,
-cryptography, uvicorn and the ``mcp`` SDK (1.x or 2.x), all of which ADK brings.
+cryptography, uvicorn and the ``mcp`` SDK (1.x or 2.x):
+``pip install "adk-token-exchange[testing]"``.
 """
 
 from ._mcp_compat import open_mcp_session
