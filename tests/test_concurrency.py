@@ -128,17 +128,15 @@ def test_sixteen_threads_with_their_own_loops_make_16000_exchanges_across_refres
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deadlock: cache.rs logs through pyo3-log (needs the GIL) while holding the slots "
-    "mutex that Python threads take with the GIL held (see docs/reliability.md, bug 1)",
-)
 @watchdog(15)
 def test_python_threads_polling_the_cache_while_fetches_complete_never_deadlock(
     emulator: GoogleEmulator,
 ) -> None:
     """Lock order: Python threads take the cache lock holding the GIL (``peek``); a fetch
-    finishing on a tokio thread must never wait for the GIL (a log record) holding that lock."""
+    finishing on a tokio thread must never wait for the GIL (a log record) holding that lock.
+
+    Deadlocked every run before 1704c04 ("cache: never log while holding the slot lock").
+    """
     creds = sa_credentials(emulator.service_account_info())
     creds.id_token(AUDIENCES[0])
     stop = time.monotonic() + 3.0

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from _hostile import (
     Elapsed,
+    canned_server,
     closed_port,
     core,
     dripping_server,
     hanging_server,
+    http_response,
     rss_bytes,
     sa_credentials,
     unconnectable_port,
@@ -143,6 +147,38 @@ def test_retries_stop_at_the_overall_deadline(emulator: GoogleEmulator) -> None:
     assert emulator.count("token") <= 3
 
 
+def test_retry_after_beyond_the_deadline_fails_at_once_instead_of_sleeping(
+    emulator: GoogleEmulator,
+) -> None:
+    _native.configure(request_timeout=2.0)
+    busy = http_response(429, b'{"error":"rate_limited"}', [("Retry-After", "3600")])
+    with canned_server(busy) as limited:
+        creds = sa_credentials(emulator.service_account_info(), token_uri=f"{limited.url}/token")
+        with Elapsed() as t, pytest.raises(TransientError) as caught:
+            creds.id_token(AUDIENCE)
+    assert t.seconds < 1.0
+    assert "429" in str(caught.value)
+    assert len(limited.requests) == 1
+
+
+def test_a_short_retry_after_is_honoured(emulator: GoogleEmulator) -> None:
+    answers = iter(
+        [
+            http_response(503, b"{}", [("Retry-After", "1")]),
+            http_response(
+                200,
+                json.dumps({"access_token": "ya29.after-wait", "expires_in": 3600}).encode(),
+                [("Content-Type", "application/json")],
+            ),
+        ]
+    )
+    with canned_server(lambda _request: next(answers)) as server:
+        creds = sa_credentials(emulator.service_account_info(), token_uri=f"{server.url}/token")
+        with Elapsed() as t:
+            assert creds.access_token(SCOPES).value == "ya29.after-wait"
+    assert 0.9 < t.seconds < 2.0
+
+
 # -- 2. timeouts ---------------------------------------------------------------------
 
 
@@ -244,6 +280,39 @@ def test_metadata_detect_timeout_is_configurable(monkeypatch: pytest.MonkeyPatch
         with Elapsed() as t, pytest.raises(CredentialsNotFoundError):
             _native.Credentials.application_default().id_token(AUDIENCE)
     assert t.seconds < 1.5
+
+
+def test_a_failed_adc_discovery_is_not_remembered(
+    emulator: GoogleEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nothing found, then GOOGLE_APPLICATION_CREDENTIALS is set: the same object works."""
+    creds = _native.Credentials.application_default()
+    with pytest.raises(CredentialsNotFoundError):
+        creds.id_token(AUDIENCE)
+    path = emulator.write_json(tmp_path, "key.json", emulator.service_account_info())
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
+    emulator.verify_id_token(creds.id_token(AUDIENCE).value, AUDIENCE)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="python.rs configure() applies the network settings before validating "
+    "refresh_window (docs/reliability.md, bug 2)",
+)
+def test_configure_rejects_a_bad_value_without_applying_the_others(
+    emulator: GoogleEmulator,
+) -> None:
+    """configure() is all or nothing: an invalid argument leaves every setting as it was."""
+    _native.configure(request_timeout=1.5)
+    with pytest.raises(ValueError):
+        _native.configure(request_timeout=0.3, refresh_window=-1.0)
+    creds = sa_credentials(emulator.service_account_info())
+    emulator.hang_next(5, "token")
+    with Elapsed() as t, pytest.raises(UpstreamTimeoutError):
+        creds.id_token(AUDIENCE)
+    assert t.seconds > 1.2, (
+        f"request_timeout=0.3 from the rejected call was applied ({t.seconds:.2f} s)"
+    )
 
 
 # -- 4. background refresh failure ---------------------------------------------------
