@@ -343,7 +343,7 @@ def test_every_exception_class_keeps_the_message_secret_free_when_chained(
 def test_credentials_embedded_in_a_token_uri_are_never_repeated(
     emulator: GoogleEmulator, exposure: Exposure
 ) -> None:
-    """A password in ``token_uri`` (``https://user:pass@host/token``) stays out of reprs and logs."""
+    """A password in ``token_uri`` (``https://user:pass@host/…``) stays out of reprs and logs."""
     info = emulator.service_account_info()
     password = "SENTINEL-url-password-5e3a"
     exposure.plant(password)
