@@ -341,24 +341,23 @@ def test_every_exception_class_keeps_the_message_secret_free_when_chained(
     "and is quoted in secure_endpoint errors (docs/reliability.md, bug 3)",
 )
 def test_credentials_embedded_in_a_token_uri_are_never_repeated(
-    emulator: GoogleEmulator, exposure: Exposure
+    emulator: GoogleEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A password in ``token_uri`` (``https://user:pass@host/…``) stays out of reprs and logs."""
+    caplog.set_level(logging.DEBUG)
     info = emulator.service_account_info()
     password = "SENTINEL-url-password-5e3a"
-    exposure.plant(password)
-    creds = sa_credentials(
-        info, token_uri=f"http://proxyuser:{password}@127.0.0.1:{emulator.port}/token"
-    )
-    try:
-        exposure.token(creds.id_token(AUDIENCE))
-    except TokenExchangeError as e:
-        exposure.see(e)
-    exposure.see(creds, creds.identity, creds.resolve())
-    remote = f"http://proxyuser:{password}@oauth2.googleapis.com/token"
-    exposure.fails(
-        lambda: sa_credentials(info, token_uri=remote).id_token(AUDIENCE), ConfigurationError
-    )
+    seen: list[str] = []
+    creds = sa_credentials(info, token_uri=f"http://u:{password}@127.0.0.1:{emulator.port}/token")
+    with pytest.raises(TokenExchangeError) as rejected:  # the emulator wants the plain URL as aud
+        creds.id_token(AUDIENCE)
+    seen += [exception_text(rejected.value), repr(creds), creds.identity, repr(creds.resolve())]
+    remote = f"http://u:{password}@oauth2.googleapis.com/token"
+    with pytest.raises(ConfigurationError) as refused:
+        sa_credentials(info, token_uri=remote).id_token(AUDIENCE)
+    seen += [exception_text(refused.value), *(r.getMessage() for r in caplog.records)]
+    leaks = [text for text in seen if password in text]
+    assert not leaks, leaks[0]
 
 
 def _props(obj: Any) -> list[Any]:
