@@ -39,7 +39,7 @@ ROLLOVER_TOKEN_LIFETIME = 4  # seconds: tokens "expire every few seconds"
 QUICK = "--quick" in sys.argv
 
 
-class Emulator:
+class EmulatorProcess:
     """The emulator process and its control channel."""
 
     def __init__(self) -> None:
@@ -174,10 +174,10 @@ class Ticker:
         return max(lags, default=0.0)
 
 
-class Bench:
-    """ADK objects for one exchanger implementation."""
+class AdkAuth:
+    """ADK's auth objects (scheme, credentials, managers, contexts) wired to one exchanger."""
 
-    def __init__(self, impl: str, emulator: Emulator) -> None:
+    def __init__(self, impl: str, emulator: EmulatorProcess) -> None:
         self.impl = impl
         self.emulator = emulator
         warnings.simplefilter("ignore")
@@ -273,16 +273,16 @@ def token_of(credential: Any) -> str:
 
 
 def audience(name: str) -> str:
-    return f"https://{name}-bench.a.run.app"
+    return f"https://{name}-adk.a.run.app"
 
 
 # -- scenarios ------------------------------------------------------------------------
 
 
-async def warm(bench: Bench) -> dict[str, Any]:
+async def warm(adk: AdkAuth) -> dict[str, Any]:
     """Target 1: warm exchange through CredentialManager, and the exchanger call alone."""
-    manager = bench.manager(audience("warm"))
-    context = bench.context()
+    manager = adk.manager(audience("warm"))
+    context = adk.context()
     await manager.get_auth_credential(context)
     batches, per_batch = (5, 300) if QUICK else (40, 1000)
     for _ in range(per_batch * 2):  # warm-up
@@ -295,12 +295,12 @@ async def warm(bench: Bench) -> dict[str, Any]:
     # The exchanger alone, called as CredentialManager calls it: stock
     # synchronously (exchange_credential), ours awaited (exchange). The
     # credential is a deep copy of the tool's, as the manager hands it over.
-    exchanger = bench.exchanger(manager)
+    exchanger = adk.exchanger(manager)
     credential = manager._auth_config.raw_auth_credential.model_copy(deep=True)
-    scheme = bench.scheme
+    scheme = adk.scheme
 
     async def exchanger_alone(n: int) -> None:
-        if bench.impl == "ours":
+        if adk.impl == "ours":
             for _ in range(n):
                 await exchanger.exchange(credential, scheme)
         else:
@@ -312,7 +312,7 @@ async def warm(bench: Bench) -> dict[str, Any]:
             exchanger.exchange_credential(scheme, credential)
 
     calls = 2000 if QUICK else 20000
-    figures: dict[str, Any] = {"exchanger": bench.provenance(manager)}
+    figures: dict[str, Any] = {"exchanger": adk.provenance(manager)}
     for name, body, n in (
         ("manager", through_manager, per_batch),
         ("exchanger", exchanger_alone, calls),
@@ -327,16 +327,16 @@ async def warm(bench: Bench) -> dict[str, Any]:
         figures[f"{name}_us"] = statistics.median(wall)
         figures[f"{name}_min_us"] = min(wall)
         figures[f"{name}_cpu_us"] = statistics.median(cpu)
-    figures["token_requests"] = bench.emulator.counts()["token_requests"]
+    figures["token_requests"] = adk.emulator.counts()["token_requests"]
     return figures
 
 
-async def _cold(bench: Bench, path: str) -> dict[str, Any]:
+async def _cold(adk: AdkAuth, path: str) -> dict[str, Any]:
     """Target 2: loop lag during cold exchanges (the first of the process, then others)."""
-    bench.emulator.call("set", latency=INJECTED_LATENCY)
+    adk.emulator.call("set", latency=INJECTED_LATENCY)
     exchanges = 3 if QUICK else 5
-    managers = [bench.manager(audience(f"cold-{i}"), path) for i in range(exchanges)]
-    context = bench.context()
+    managers = [adk.manager(audience(f"cold-{i}"), path) for i in range(exchanges)]
+    context = adk.context()
     ticker = Ticker()
     await ticker.start()
     windows = []
@@ -356,9 +356,9 @@ async def _cold(bench: Bench, path: str) -> dict[str, Any]:
         if jwt_claims(token)["aud"]
         != manager._auth_config.raw_auth_credential.service_account.audience
     )
-    counts = bench.emulator.counts()
+    counts = adk.emulator.counts()
     return {
-        "exchanger": bench.provenance(managers[0]),
+        "exchanger": adk.provenance(managers[0]),
         "first_lag_ms": lags[0] * 1000,
         "later_lag_ms": max(lags[1:]) * 1000,
         "first_own_lag_ms": own_lags[0] * 1000,
@@ -372,49 +372,49 @@ async def _cold(bench: Bench, path: str) -> dict[str, Any]:
     }
 
 
-async def cold_key(bench: Bench) -> dict[str, Any]:
-    return await _cold(bench, "key")
+async def cold_key(adk: AdkAuth) -> dict[str, Any]:
+    return await _cold(adk, "key")
 
 
-async def cold_metadata(bench: Bench) -> dict[str, Any]:
-    return await _cold(bench, "metadata")
+async def cold_metadata(adk: AdkAuth) -> dict[str, Any]:
+    return await _cold(adk, "metadata")
 
 
 CALLERS = 100
 THREADS = 8
 
 
-async def _single_request(bench: Bench) -> float:
+async def _single_request(adk: AdkAuth) -> float:
     """Wall time of one cold exchange (process already warmed up)."""
-    manager = bench.manager(audience("single"))
+    manager = adk.manager(audience("single"))
     start = time.perf_counter()
-    await manager.get_auth_credential(bench.context())
+    await manager.get_auth_credential(adk.context())
     return time.perf_counter() - start
 
 
-async def _burst(bench: Bench, manager: Any, users: list[str]) -> tuple[float, float, list[str]]:
-    contexts = [bench.context(user) for user in users]
+async def _burst(adk: AdkAuth, manager: Any, users: list[str]) -> tuple[float, float, list[str]]:
+    contexts = [adk.context(user) for user in users]
     start = time.perf_counter()
     credentials = await asyncio.gather(*(manager.get_auth_credential(c) for c in contexts))
     return start, time.perf_counter(), [token_of(c) for c in credentials]
 
 
-async def _burst_setup(bench: Bench) -> float:
-    bench.emulator.call("set", latency=INJECTED_LATENCY)
-    await bench.manager(audience("warmup")).get_auth_credential(bench.context())
-    single = await _single_request(bench)
-    bench.emulator.call("reset")
+async def _burst_setup(adk: AdkAuth) -> float:
+    adk.emulator.call("set", latency=INJECTED_LATENCY)
+    await adk.manager(audience("warmup")).get_auth_credential(adk.context())
+    single = await _single_request(adk)
+    adk.emulator.call("reset")
     return single
 
 
 def _burst_result(
-    bench: Bench, manager: Any, single: float, spans: list[tuple[float, float, list[str]]]
+    adk: AdkAuth, manager: Any, single: float, spans: list[tuple[float, float, list[str]]]
 ) -> dict[str, Any]:
-    counts = bench.emulator.counts()
+    counts = adk.emulator.counts()
     wall = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
     tokens = [t for _, _, batch in spans for t in batch]
     return {
-        "exchanger": bench.provenance(manager),
+        "exchanger": adk.provenance(manager),
         "callers": len(tokens),
         "token_requests": counts["token_requests"],
         "connections": counts["connections"],
@@ -425,17 +425,17 @@ def _burst_result(
     }
 
 
-async def burst_loop(bench: Bench) -> dict[str, Any]:
+async def burst_loop(adk: AdkAuth) -> dict[str, Any]:
     """Target 3: 100 concurrent cold callers (distinct users) for one audience, one loop."""
-    single = await _burst_setup(bench)
-    manager = bench.manager(audience("burst"))
-    span = await _burst(bench, manager, [f"user-{i}" for i in range(CALLERS)])
-    return _burst_result(bench, manager, single, [span])
+    single = await _burst_setup(adk)
+    manager = adk.manager(audience("burst"))
+    span = await _burst(adk, manager, [f"user-{i}" for i in range(CALLERS)])
+    return _burst_result(adk, manager, single, [span])
 
 
-def burst_threads(bench: Bench) -> dict[str, Any]:
+def burst_threads(adk: AdkAuth) -> dict[str, Any]:
     """Target 3: the same 100 callers from 8 threads, each with its own event loop."""
-    single = asyncio.run(_burst_setup(bench))
+    single = asyncio.run(_burst_setup(adk))
     barrier = threading.Barrier(THREADS)
     spans: list[tuple[float, float, list[str]]] = []
     managers = []
@@ -444,11 +444,11 @@ def burst_threads(bench: Bench) -> dict[str, Any]:
     shares = [users[i::THREADS] for i in range(THREADS)]
 
     def thread_main(share: list[str]) -> None:
-        manager = bench.manager(audience("burst"))  # each thread its own tool
+        manager = adk.manager(audience("burst"))  # each thread its own tool
 
         async def run() -> tuple[float, float, list[str]]:
             barrier.wait()
-            return await _burst(bench, manager, share)
+            return await _burst(adk, manager, share)
 
         span = asyncio.run(run())
         with lock:
@@ -460,16 +460,16 @@ def burst_threads(bench: Bench) -> dict[str, Any]:
         thread.start()
     for thread in threads:
         thread.join()
-    return _burst_result(bench, managers[0], single, spans)
+    return _burst_result(adk, managers[0], single, spans)
 
 
-class Callers:
-    """Callers that exchange in a loop, each with a 2 ms pause, recording every hand-out."""
+class CallerGroup:
+    """CallerGroup that exchange in a loop, each with a 2 ms pause, recording every hand-out."""
 
-    def __init__(self, bench: Bench, name: str, callers: int = 4) -> None:
+    def __init__(self, adk: AdkAuth, name: str, callers: int = 4) -> None:
         self.audience = audience(name)
-        self.managers = [bench.manager(self.audience) for _ in range(callers)]
-        self.contexts = [bench.context(f"{name}-user-{i}") for i in range(callers)]
+        self.managers = [adk.manager(self.audience) for _ in range(callers)]
+        self.contexts = [adk.context(f"{name}-user-{i}") for i in range(callers)]
         self.latencies: list[float] = []
         self.expired = 0
         self.min_remaining = float("inf")
@@ -516,7 +516,7 @@ class Callers:
         }
 
 
-async def rollover(bench: Bench) -> dict[str, Any]:
+async def rollover(adk: AdkAuth) -> dict[str, Any]:
     """Target 4: callers for ~20 s while tokens expire every few seconds, 100 ms latency.
 
     Two groups of four callers run at the same time in one loop, so that both
@@ -525,40 +525,40 @@ async def rollover(bench: Bench) -> dict[str, Any]:
     issues every later token with that lifetime; the control never needs one).
     """
     seconds = 5.0 if QUICK else 20.0
-    bench.emulator.call("set", latency=INJECTED_LATENCY, token_lifetime=3600)
-    control = Callers(bench, "control")
+    adk.emulator.call("set", latency=INJECTED_LATENCY, token_lifetime=3600)
+    control = CallerGroup(adk, "control")
     await control.prime()
-    bench.emulator.call("set", token_lifetime=ROLLOVER_TOKEN_LIFETIME)
-    rolling = Callers(bench, "rollover")
+    adk.emulator.call("set", token_lifetime=ROLLOVER_TOKEN_LIFETIME)
+    rolling = CallerGroup(adk, "rollover")
     await rolling.prime()
-    bench.emulator.call("reset")
+    adk.emulator.call("reset")
     deadline = time.perf_counter() + seconds
     pairs = zip(control.run(deadline), rolling.run(deadline), strict=True)
     await asyncio.gather(*(c for pair in pairs for c in pair))
-    upstream = bench.emulator.counts()["token_requests_by_audience"]
+    upstream = adk.emulator.counts()["token_requests_by_audience"]
     result = rolling.stats(upstream)
     result.update({f"control_{k}": v for k, v in control.stats(upstream).items()})
     result["p99_over_control"] = result["p99_us"] / result["control_p99_us"]
     result["token_lifetime_s"] = ROLLOVER_TOKEN_LIFETIME
     result["seconds"] = seconds
-    result["exchanger"] = bench.provenance(rolling.managers[0])
+    result["exchanger"] = adk.provenance(rolling.managers[0])
     return result
 
 
-async def _audiences(bench: Bench, path: str) -> dict[str, Any]:
+async def _audiences(adk: AdkAuth, path: str) -> dict[str, Any]:
     """Target 5: 50 distinct audiences, sequentially, 20 ms latency."""
-    bench.emulator.call("set", latency=MANY_AUDIENCES_LATENCY)
-    context = bench.context()
-    await bench.manager(audience("warmup"), path).get_auth_credential(context)
-    managers = [bench.manager(audience(f"aud-{i}"), path) for i in range(50)]
-    bench.emulator.call("reset")
+    adk.emulator.call("set", latency=MANY_AUDIENCES_LATENCY)
+    context = adk.context()
+    await adk.manager(audience("warmup"), path).get_auth_credential(context)
+    managers = [adk.manager(audience(f"aud-{i}"), path) for i in range(50)]
+    adk.emulator.call("reset")
     start = time.perf_counter()
     for manager in managers:
         await manager.get_auth_credential(context)
     wall = time.perf_counter() - start
-    counts = bench.emulator.counts()
+    counts = adk.emulator.counts()
     return {
-        "exchanger": bench.provenance(managers[0]),
+        "exchanger": adk.provenance(managers[0]),
         "wall_ms": wall * 1000,
         "per_exchange_ms": wall * 1000 / len(managers),
         "connections": counts["connections"],
@@ -567,18 +567,18 @@ async def _audiences(bench: Bench, path: str) -> dict[str, Any]:
     }
 
 
-async def audiences_key(bench: Bench) -> dict[str, Any]:
-    return await _audiences(bench, "key")
+async def audiences_key(adk: AdkAuth) -> dict[str, Any]:
+    return await _audiences(adk, "key")
 
 
-async def audiences_metadata(bench: Bench) -> dict[str, Any]:
-    return await _audiences(bench, "metadata")
+async def audiences_metadata(adk: AdkAuth) -> dict[str, Any]:
+    return await _audiences(adk, "metadata")
 
 
-async def rss(bench: Bench) -> dict[str, Any]:
+async def rss(adk: AdkAuth) -> dict[str, Any]:
     """Target 6: RSS after 100 000 warm exchanges through CredentialManager."""
-    manager = bench.manager(audience("rss"))
-    context = bench.context()
+    manager = adk.manager(audience("rss"))
+    context = adk.context()
     total = 20_000 if QUICK else 100_000
     marks = {1_000, 10_000, total // 4, total // 2, 3 * total // 4, total}
     readings: dict[int, int] = {}
@@ -588,7 +588,7 @@ async def rss(bench: Bench) -> dict[str, Any]:
             gc.collect()
             readings[i] = rss_kib()
     return {
-        "exchanger": bench.provenance(manager),
+        "exchanger": adk.provenance(manager),
         "exchanges": total,
         "rss_kib": readings,
         "rss_final_mib": readings[total] / 1024,
@@ -624,7 +624,7 @@ def import_cost(impl: str) -> dict[str, Any]:
     return result
 
 
-ASYNC_SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
+ASYNC_SCENARIOS: dict[str, Callable[[AdkAuth], Awaitable[dict[str, Any]]]] = {
     "warm": warm,
     "cold_key": cold_key,
     "cold_metadata": cold_metadata,
@@ -634,7 +634,7 @@ ASYNC_SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "audiences_metadata": audiences_metadata,
     "rss": rss,
 }
-SYNC_SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {"burst_threads": burst_threads}
+SYNC_SCENARIOS: dict[str, Callable[[AdkAuth], dict[str, Any]]] = {"burst_threads": burst_threads}
 SCENARIOS = [*ASYNC_SCENARIOS, *SYNC_SCENARIOS, "import"]
 
 
@@ -649,16 +649,16 @@ def main() -> None:
     if scenario == "import":
         result = import_cost(impl)
     else:
-        emulator = Emulator()
+        emulator = EmulatorProcess()
         try:
             # google-auth reads these once, at import: set them before any import.
             os.environ["GCE_METADATA_HOST"] = emulator.metadata_host
             os.environ["GCE_METADATA_IP"] = emulator.metadata_host
-            bench = Bench(impl, emulator)
+            adk = AdkAuth(impl, emulator)
             if scenario in ASYNC_SCENARIOS:
-                result = asyncio.run(ASYNC_SCENARIOS[scenario](bench))
+                result = asyncio.run(ASYNC_SCENARIOS[scenario](adk))
             elif scenario in SYNC_SCENARIOS:
-                result = SYNC_SCENARIOS[scenario](bench)
+                result = SYNC_SCENARIOS[scenario](adk)
             else:
                 raise SystemExit(f"unknown scenario {scenario!r}")
             counts = emulator.counts()
