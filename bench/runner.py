@@ -559,8 +559,9 @@ def machine() -> dict[str, str]:
     )
     native = sorted((ROOT / "python" / "adk_token_exchange").glob("_native*.so"))
     built = native[0].stat().st_mtime if native else 0.0
-    changed = _command_output(["git", "log", "-1", "--format=%ct", "--", "src", "Cargo.toml"])
-    stale = bool(changed) and built < float(changed)
+    sources = [*(ROOT / "src").rglob("*.rs"), ROOT / "Cargo.toml", ROOT / "Cargo.lock"]
+    changed = max((p.stat().st_mtime for p in sources if p.exists()), default=0.0)
+    stale = built < changed
     dirty = bool(_command_output(["git", "status", "--porcelain", "--", "src", "python"]))
     return {
         "native_built": datetime.fromtimestamp(built, timezone.utc).strftime("%H:%M UTC")
@@ -597,7 +598,7 @@ def report(results: Results, facts: dict[str, str], args: argparse.Namespace, to
         f"google-auth {facts['google-auth']}, requests {facts['requests']}, "
         f"adk-token-exchange {facts['adk-token-exchange']} (native module built "
         f"{facts['native_built']}"
-        + (", **older than the newest change to src/**" if facts["native_stale"] == "yes" else "")
+        + (", **older than a file in src/**" if facts["native_stale"] == "yes" else "")
         + ").",
         "",
         f"Each cell: median over repetitions (min{DASH}max); every scenario ran in a fresh "
