@@ -6,6 +6,7 @@
 //! error becomes one of the classes in `adk_token_exchange/errors.py`.
 
 use std::cell::OnceCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -394,8 +395,20 @@ pub struct ServiceAccountExchanger {
 /// each entry holds its `Arc`, so an address cannot be reused while cached.
 struct Built {
     _token: Arc<Token>,
-    /// [for `exchange_credential`, for `exchange`]
-    results: [Option<Py<PyAny>>; 2],
+    /// ADK's `AuthCredential` (what `exchange_credential` returns).
+    credential: Py<PyAny>,
+    /// ADK's `ExchangeResult` around that same credential (what `exchange` returns).
+    exchange_result: Py<PyAny>,
+}
+
+impl Built {
+    fn get(&self, py: Python<'_>, as_exchange_result: bool) -> Py<PyAny> {
+        if as_exchange_result {
+            self.exchange_result.clone_ref(py)
+        } else {
+            self.credential.clone_ref(py)
+        }
+    }
 }
 
 /// Entries kept before the memo starts over (one per key and token generation).
@@ -423,7 +436,7 @@ impl ServiceAccountExchanger {
         self.results.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `build_result(token, auth_credential, as_exchange_result)`, once per token.
+    /// The result for `token`: `build_result(token, auth_credential)` runs once per token.
     fn result(
         &self,
         py: Python<'_>,
@@ -433,35 +446,44 @@ impl ServiceAccountExchanger {
         as_exchange_result: bool,
     ) -> PyResult<Py<PyAny>> {
         let key = Arc::as_ptr(&token) as usize;
-        let slot = usize::from(as_exchange_result);
-        if let Some(hit) = self
-            .built_results()
-            .get(&key)
-            .and_then(|built| built.results[slot].as_ref())
-        {
-            return Ok(hit.clone_ref(py));
+        if let Some(built) = self.built_results().get(&key) {
+            return Ok(built.get(py, as_exchange_result));
         }
         let pytoken = PyToken::new(Arc::clone(&token), credential);
-        let value = self
+        let (adk_credential, exchange_result): (Py<PyAny>, Py<PyAny>) = self
             .build_result
-            .call1(py, (pytoken, auth_credential, as_exchange_result))?;
-        let evicted = {
+            .call1(py, (pytoken, auth_credential))?
+            .extract(py)?;
+        let built = Built {
+            _token: token,
+            credential: adk_credential,
+            exchange_result,
+        };
+        let (evicted, kept, unused) = {
             let mut memo = self.built_results();
             let evicted = if memo.len() >= MAX_BUILT_RESULTS {
                 std::mem::take(&mut *memo)
             } else {
                 HashMap::new()
             };
-            let built = memo.entry(key).or_insert_with(|| Built {
-                _token: token,
-                results: [None, None],
-            });
-            built.results[slot] = Some(value.clone_ref(py));
-            evicted
+            // build_result may have let another thread build for the same
+            // token meanwhile: keep the first, so every caller gets the same objects.
+            match memo.entry(key) {
+                Entry::Occupied(first) => (
+                    evicted,
+                    first.get().get(py, as_exchange_result),
+                    Some(built),
+                ),
+                Entry::Vacant(slot) => (
+                    evicted,
+                    slot.insert(built).get(py, as_exchange_result),
+                    None,
+                ),
+            }
         };
         // Dropped after the lock is released: a decref may run Python code.
-        drop(evicted);
-        Ok(value)
+        drop((evicted, unused));
+        Ok(kept)
     }
 
     fn forget_results(&self) {

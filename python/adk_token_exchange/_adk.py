@@ -364,11 +364,11 @@ def _warn_once(message: str) -> None:
 # ADK's own exchanger returns its cached credential).
 
 
-def build_result(token: Token, auth_credential: Any, as_exchange_result: bool) -> Any:
-    """ADK's bearer credential for ``token`` (called by the core).
+def build_result(token: Token, auth_credential: Any) -> tuple[AuthCredential, ExchangeResult]:
+    """ADK's bearer credential for ``token`` and the ``ExchangeResult`` around it.
 
-    ``ExchangeResult(credential, True)`` for ``exchange``, the
-    ``AuthCredential`` for ``exchange_credential``.
+    Called by the core once per token: ``exchange_credential`` returns the
+    credential, ``exchange`` the ``ExchangeResult(credential, True)``.
     """
     quota_project = token.quota_project_id if token.kind == "access" else None
     credential = AuthCredential(
@@ -379,7 +379,7 @@ def build_result(token: Token, auth_credential: Any, as_exchange_result: bool) -
             additional_headers={"x-goog-user-project": quota_project} if quota_project else None,
         ),
     )
-    return ExchangeResult(credential, True) if as_exchange_result else credential
+    return credential, ExchangeResult(credential, True)
 
 
 def forget() -> None:

@@ -121,7 +121,7 @@ class ServiceAccountExchanger:
     def __new__(
         cls,
         read_request: Callable[[Any], tuple[Credentials, bool, str | Sequence[str]]],
-        build_result: Callable[[Token, Any, bool], Any],
+        build_result: Callable[[Token, Any], tuple[Any, Any]],
         wrap_error: Callable[[BaseException], BaseException],
     ) -> ServiceAccountExchanger: ...
     def exchange(self, auth_credential: Any, auth_scheme: Any = None) -> Awaitable[Any]: ...

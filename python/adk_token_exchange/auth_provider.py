@@ -242,7 +242,7 @@ class GoogleIdTokenAuthProvider(BaseAuthProvider):
             token = await credentials.id_token_async(scheme.token_audience)
         except errors.TokenExchangeError as exc:
             raise _adk.wrap_error(exc) from exc
-        built: AuthCredential = _adk.build_result(token, None, False)
+        built, _ = _adk.build_result(token, None)
         return built
 
 
