@@ -270,8 +270,8 @@ def rows(results: Results) -> list[Row]:
         )
     both(
         "1 warm",
-        "exchanger call alone, µs CPU (stock: sync `exchange_credential`;"
-        " ours: awaited `exchange`)",
+        "exchanger call alone, fresh deep copy per call as the manager passes it, µs CPU"
+        " (stock: sync `exchange_credential`; ours: awaited `exchange`)",
         "warm",
         "exchanger_cpu_us",
         "ours ≤ 5",
@@ -283,6 +283,15 @@ def rows(results: Results) -> list[Row]:
         "exchanger call alone, µs wall",
         "warm",
         "exchanger_us",
+        "",
+        lambda s, o: None,
+        2,
+    )
+    both(
+        "1 warm",
+        "exchanger call alone, same credential object every call, µs CPU",
+        "warm",
+        "exchanger_same_cpu_us",
         "",
         lambda s, o: None,
         2,

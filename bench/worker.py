@@ -293,33 +293,53 @@ async def warm(adk: AdkAuth) -> dict[str, Any]:
             await manager.get_auth_credential(context)
 
     # The exchanger alone, called as CredentialManager calls it: stock
-    # synchronously (exchange_credential), ours awaited (exchange). The
-    # credential is a deep copy of the tool's, as the manager hands it over.
+    # synchronously (exchange_credential), ours awaited (exchange), each call
+    # with its own deep copy of the tool's credential, as the manager hands it
+    # over (made before the batch, outside the timing; the previous batch's
+    # copies stay alive while the next are made, so no address repeats).
+    # Also reported: the same credential object on every call (hot caches).
     exchanger = adk.exchanger(manager)
-    credential = manager._auth_config.raw_auth_credential.model_copy(deep=True)
+    raw = manager._auth_config.raw_auth_credential
+    same = raw.model_copy(deep=True)
     scheme = adk.scheme
+    copies = 300 if QUICK else 2000
+    fresh: list[Any] = []
 
-    async def exchanger_alone(n: int) -> None:
+    def new_copies() -> None:
+        fresh[:] = [raw.model_copy(deep=True) for _ in range(copies)]
+
+    async def exchanger_alone(credentials: list[Any]) -> None:
         if adk.impl == "ours":
-            for _ in range(n):
+            for credential in credentials:
                 await exchanger.exchange(credential, scheme)
         else:
-            for _ in range(n):
+            for credential in credentials:
                 exchanger.exchange_credential(scheme, credential)
 
-    async def exchanger_sync(n: int) -> None:
-        for _ in range(n):
+    async def exchanger_sync(credentials: list[Any]) -> None:
+        for credential in credentials:
             exchanger.exchange_credential(scheme, credential)
 
-    calls = 2000 if QUICK else 20000
+    async def exchanger_fresh(_: int) -> None:
+        await exchanger_alone(fresh)
+
+    async def exchanger_same(n: int) -> None:
+        await exchanger_alone([same] * n)
+
+    async def exchanger_sync_fresh(_: int) -> None:
+        await exchanger_sync(fresh)
+
     figures: dict[str, Any] = {"exchanger": adk.provenance(manager)}
-    for name, body, n in (
-        ("manager", through_manager, per_batch),
-        ("exchanger", exchanger_alone, calls),
-        ("exchanger_sync", exchanger_sync, calls),
+    for name, body, n, prepare in (
+        ("manager", through_manager, per_batch, None),
+        ("exchanger", exchanger_fresh, copies, new_copies),
+        ("exchanger_same", exchanger_same, copies, None),
+        ("exchanger_sync", exchanger_sync_fresh, copies, new_copies),
     ):
         wall, cpu = [], []
         for _ in range(batches):
+            if prepare is not None:
+                prepare()
             start, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
             await body(n)
             cpu.append((time.thread_time_ns() - start_cpu) / n / 1000)
