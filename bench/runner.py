@@ -546,6 +546,11 @@ def _command_output(command: list[str]) -> str:
         return ""
 
 
+def _native_mtime() -> float:
+    native = sorted((ROOT / "python" / "adk_token_exchange").glob("_native*.so"))
+    return native[0].stat().st_mtime if native else 0.0
+
+
 def machine() -> dict[str, str]:
     cpu = ""
     try:
@@ -566,8 +571,7 @@ def machine() -> dict[str, str]:
     ours = _command_output(
         [sys.executable, "-c", "import adk_token_exchange as a; print(a.__version__)"]
     )
-    native = sorted((ROOT / "python" / "adk_token_exchange").glob("_native*.so"))
-    built = native[0].stat().st_mtime if native else 0.0
+    built = _native_mtime()
     sources = [*(ROOT / "src").rglob("*.rs"), ROOT / "Cargo.toml", ROOT / "Cargo.lock"]
     changed = max((p.stat().st_mtime for p in sources if p.exists()), default=0.0)
     stale = built < changed
@@ -665,9 +669,12 @@ def main() -> None:
         args.reps = 1 if args.quick else 3
     impls = (args.impl,) if args.impl else IMPLS
     started = time.monotonic()
+    native_before = _native_mtime()
     results = run_all(args.reps, args.quick, args.only, impls)
     took = time.monotonic() - started
     facts = machine()
+    if _native_mtime() != native_before:
+        facts["native_built"] += " (**rebuilt during this run: the figures mix two builds**)"
     text = report(results, facts, args, took)
     print()
     print(text)
