@@ -179,15 +179,24 @@ pub fn is_loopback(url: &Url) -> bool {
 /// or http to a loopback host (local emulators). `what` names the setting in
 /// the error, e.g. `key.json: field \`token_uri\``.
 pub fn secure_endpoint(raw: &str, what: &str) -> Result<Url> {
-    let shown: String = raw.chars().take(200).collect();
+    let parsed = Url::parse(raw.trim());
+    // Never repeat a user name or password written into the URL.
+    let shown: String = match &parsed {
+        Ok(url) => endpoint_label(url),
+        Err(_) => raw.chars().take(200).collect(),
+    };
     let refuse = |why: String| {
         Error::Config(format!(
             "{what}: {shown:?} is refused: {why}; credentials are only sent to https URLs \
              (plain http is allowed for loopback hosts only: 127.0.0.1, ::1, localhost)"
         ))
     };
-    let url =
-        Url::parse(raw.trim()).map_err(|e| refuse(format!("not a valid absolute URL ({e})")))?;
+    let url = parsed.map_err(|e| refuse(format!("not a valid absolute URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Google's endpoints take no URL credentials; refusing them keeps any
+        // secret written there out of identities, descriptions and logs.
+        return Err(refuse("it carries a user name or password".into()));
+    }
     match url.scheme() {
         "https" if url.host_str().is_some() => Ok(url),
         "http" if is_loopback(&url) => Ok(url),
@@ -324,8 +333,17 @@ pub async fn send_with(call: &Call, s: &Settings, budget: Duration) -> Result<Re
                 after: start.elapsed(),
             });
         }
+        // Each attempt but the last gets its share of what is left (at least
+        // a second), so one stalled request cannot use up the whole budget and
+        // leave nothing to retry with: 30 s and 3 attempts give 10 s each.
+        let attempt_budget = if attempt >= max_attempts {
+            remaining
+        } else {
+            let share = remaining / (max_attempts - attempt + 1);
+            remaining.min(share.max(Duration::from_secs(1)))
+        };
         let began = Instant::now();
-        let outcome = attempt_once(&client, call, remaining).await;
+        let outcome = attempt_once(&client, call, attempt_budget).await;
         let took = began.elapsed().as_millis();
         let method = match call.method {
             Method::Get => "GET",

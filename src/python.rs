@@ -216,9 +216,13 @@ impl SourceInfo {
 #[pymethods]
 impl SourceInfo {
     fn __repr__(&self) -> String {
+        let py_repr = |o: &Option<String>| o.as_deref().map_or("None".into(), |s| format!("{s:?}"));
         format!(
-            "SourceInfo(kind={:?}, origin={:?}, principal={:?}, impersonating={:?})",
-            self.kind, self.origin, self.principal, self.impersonating
+            "SourceInfo(kind={:?}, origin={:?}, principal={}, impersonating={})",
+            self.kind,
+            self.origin,
+            py_repr(&self.principal),
+            py_repr(&self.impersonating)
         )
     }
 }
@@ -618,8 +622,10 @@ fn configure(
         }
         settings.max_attempts = n;
     }
+    // Everything is validated before anything is applied: all or nothing.
+    let refresh_window = seconds("refresh_window", refresh_window)?;
     http::configure(settings);
-    if let Some(d) = seconds("refresh_window", refresh_window)? {
+    if let Some(d) = refresh_window {
         cache::set_refresh_window(d);
     }
     Ok(())

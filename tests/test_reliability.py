@@ -194,11 +194,6 @@ def test_token_endpoint_that_never_answers_times_out_within_request_timeout(
     assert "did not answer within" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http.rs send_with gives each attempt the whole remaining budget, so a timed-out "
-    "attempt is never retried (docs/reliability.md, bug 4)",
-)
 def test_one_stalled_attempt_is_retried_within_the_deadline(emulator: GoogleEmulator) -> None:
     """A half-open pooled connection or a load balancer that drops one request: retry it."""
     _native.configure(request_timeout=3.0)
@@ -311,11 +306,6 @@ def test_a_failed_adc_discovery_is_not_remembered(
     emulator.verify_id_token(creds.id_token(AUDIENCE).value, AUDIENCE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="python.rs configure() applies the network settings before validating "
-    "refresh_window (docs/reliability.md, bug 2)",
-)
 def test_configure_rejects_a_bad_value_without_applying_the_others(
     emulator: GoogleEmulator,
 ) -> None:
