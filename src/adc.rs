@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use crate::cache::CachedSource;
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
 use crate::sources::authorized_user::AuthorizedUser;
@@ -299,7 +300,7 @@ pub fn from_credential_file(file: CredentialFile, origin: &str) -> Result<Arc<dy
         "impersonated_service_account" => Arc::new(ImpersonatedServiceAccount::from_file(
             file,
             origin,
-            from_credential_file,
+            |inner, origin| from_credential_file(inner, origin).map(CachedSource::wrap),
         )?),
         "" => {
             return Err(Error::Config(format!(
@@ -332,7 +333,10 @@ fn with_impersonation(
     imp: Option<Impersonation>,
 ) -> Result<Arc<dyn TokenSource>> {
     match imp {
-        Some(imp) => Ok(Arc::new(ImpersonatedServiceAccount::new(source, imp)?)),
+        Some(imp) => Ok(Arc::new(ImpersonatedServiceAccount::new(
+            CachedSource::wrap(source),
+            imp,
+        )?)),
         None => Ok(source),
     }
 }

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::request::TokenRequest;
-use crate::sources::TokenSource;
+use crate::sources::{BoxFuture, SourceDescription, TokenSource};
 use crate::token::Token;
 
 /// Default length of the refresh-ahead window.
@@ -313,10 +313,39 @@ impl TokenCache {
     }
 }
 
+/// A source whose tokens come through its own `TokenCache`: for the source
+/// credential under impersonation, whose access token authenticates every IAM
+/// call and would otherwise be fetched anew for each impersonated token.
+#[derive(Debug)]
+pub struct CachedSource(Arc<TokenCache>);
+
+impl CachedSource {
+    pub fn wrap(source: Arc<dyn TokenSource>) -> Arc<dyn TokenSource> {
+        Arc::new(CachedSource(TokenCache::new(source)))
+    }
+}
+
+impl TokenSource for CachedSource {
+    fn fetch<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<Token>> {
+        Box::pin(async move {
+            let token = self.0.get(request, &Handle::current()).await?;
+            Ok(Token::clone(&token))
+        })
+    }
+
+    fn identity(&self) -> String {
+        self.0.source().identity()
+    }
+
+    fn describe(&self) -> SourceDescription {
+        self.0.source().describe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::{BoxFuture, SourceDescription, SourceKind};
+    use crate::sources::SourceKind;
     use crate::token::{Secret, TokenKind};
     use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex as StdMutex;
