@@ -382,6 +382,9 @@ fn id_request(audience: &str) -> PyResult<TokenRequest> {
     Ok(TokenRequest::id(audience))
 }
 
+/// `read_request`'s answer (kept alive) and what it was parsed into.
+type Parsed = (Py<PyAny>, Arc<Credential>, Arc<TokenRequest>);
+
 /// ADK's `BaseCredentialExchanger` interface; `exchanger.py` supplies the
 /// ADK-version-dependent callables and makes ADK accept it.
 #[pyclass(frozen, subclass, module = "adk_token_exchange._native")]
@@ -390,6 +393,7 @@ pub struct ServiceAccountExchanger {
     build_result: Py<PyAny>,
     wrap_error: Py<PyAny>,
     results: Mutex<HashMap<usize, Built>>,
+    parsed: Mutex<HashMap<usize, Parsed>>,
 }
 
 /// Results built for a cached token, so a warm exchange calls `build_result`
@@ -424,16 +428,39 @@ impl ServiceAccountExchanger {
         &self,
         py: Python<'_>,
         auth_credential: &Bound<'_, PyAny>,
-    ) -> PyResult<(Arc<Credential>, TokenRequest)> {
+    ) -> PyResult<(Arc<Credential>, Arc<TokenRequest>)> {
         let answer = self.read_request.call1(py, (auth_credential,))?;
+        // The shim memoizes its answer per credential content, so a warm call
+        // hands back the very same tuple: parse it once. The entry keeps the
+        // tuple alive, so its address cannot be reused by another object.
+        let key = answer.as_ptr() as usize;
+        if let Some((_, credential, request)) = self.parsed().get(&key) {
+            return Ok((Arc::clone(credential), Arc::clone(request)));
+        }
         let (credentials, is_id, target): (Bound<'_, Credentials>, bool, Bound<'_, PyAny>) =
             answer.extract(py)?;
-        let request = if is_id {
+        let request = Arc::new(if is_id {
             id_request(&target.extract::<String>()?)?
         } else {
             TokenRequest::access(target.extract::<Vec<String>>()?)
+        });
+        let credential = Arc::clone(&credentials.get().inner);
+        let evicted = {
+            let mut parsed = self.parsed();
+            let evicted = if parsed.len() >= MAX_BUILT_RESULTS {
+                std::mem::take(&mut *parsed)
+            } else {
+                HashMap::new()
+            };
+            parsed.insert(key, (answer, Arc::clone(&credential), Arc::clone(&request)));
+            evicted
         };
-        Ok((Arc::clone(&credentials.get().inner), request))
+        drop(evicted); // after the lock: a decref may run Python code
+        Ok((credential, request))
+    }
+
+    fn parsed(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Parsed>> {
+        self.parsed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn built_results(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Built>> {
@@ -491,7 +518,10 @@ impl ServiceAccountExchanger {
     }
 
     fn forget_results(&self) {
-        let evicted = std::mem::take(&mut *self.built_results());
+        let evicted = (
+            std::mem::take(&mut *self.built_results()),
+            std::mem::take(&mut *self.parsed()),
+        );
         drop(evicted);
     }
 }
@@ -521,6 +551,7 @@ impl ServiceAccountExchanger {
             build_result,
             wrap_error,
             results: Mutex::default(),
+            parsed: Mutex::default(),
         }
     }
 
@@ -578,7 +609,7 @@ impl ServiceAccountExchanger {
         self.result(py, token, &credential, auth_credential, false)
     }
 
-    /// Drops the results built so far (with `clear_cache`).
+    /// Drops the requests parsed and results built so far (with `clear_cache`).
     fn clear_results(&self) {
         self.forget_results();
     }

@@ -167,11 +167,7 @@ def _hashable(value: Any) -> Any:
 
 
 def _content_key(sa: ServiceAccount) -> Any:
-    """Everything that decides the request, cheaply (no serialization).
-
-    Reads the models' ``__dict__`` (pydantic keeps field values there): about
-    half the cost of attribute access, and this runs on every exchange.
-    """
+    """What decides the request; the key by id, email, token_uri and PEM, not all its fields."""
     fields = sa.__dict__
     key = fields.get("service_account_credential")
     scopes = fields.get("scopes")
@@ -181,9 +177,15 @@ def _content_key(sa: ServiceAccount) -> Any:
         extra_key = tuple(extra.items())
         if list in map(type, extra.values()):  # e.g. delegates
             extra_key = tuple((k, tuple(v) if type(v) is list else v) for k, v in extra_key)
+    if key is None:
+        key_id = None
+    else:
+        kd = key.__dict__
+        get = kd.get
+        key_id = (get("private_key_id"), get("client_email"), get("token_uri"), get("private_key"))
     return (
         fields.get("use_default_credential"),
-        None if key is None else tuple(key.__dict__.values()),
+        key_id,
         None if key is None else key.__pydantic_extra__ or None,
         tuple(scopes) if scopes else None,
         fields.get("use_id_token"),

@@ -127,7 +127,7 @@ class ServiceAccountExchanger:
     def exchange(self, auth_credential: Any, auth_scheme: Any = None) -> Awaitable[Any]: ...
     def exchange_credential(self, auth_scheme: Any, auth_credential: Any = None) -> Any: ...
     def clear_results(self) -> None:
-        """Drop the results built for cached tokens (``clear_cache`` does)."""
+        """Drop the requests parsed and results built so far (``clear_cache`` does)."""
 
 def configure(
     *,
