@@ -23,7 +23,14 @@ use crate::token::Token;
 pub struct ApplicationDefault {
     impersonation: Option<Impersonation>,
     identity: String,
-    resolved: Mutex<Arc<OnceCell<Arc<Resolved>>>>,
+    resolved: Mutex<Arc<OnceCell<Adc>>>,
+}
+
+/// What ADC resolved to, with the quota project read once (the token hot
+/// path asks for it on every cached token).
+struct Adc {
+    resolved: Arc<Resolved>,
+    quota_project_id: Option<Arc<str>>,
 }
 
 impl fmt::Debug for ApplicationDefault {
@@ -43,7 +50,7 @@ impl ApplicationDefault {
         }
     }
 
-    fn cell(&self) -> Arc<OnceCell<Arc<Resolved>>> {
+    fn cell(&self) -> Arc<OnceCell<Adc>> {
         Arc::clone(&self.resolved.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -60,15 +67,26 @@ impl ApplicationDefault {
                     d.origin,
                     d.principal.map(|p| format!(" ({p})")).unwrap_or_default()
                 );
-                Ok::<_, crate::error::Error>(Arc::new(resolved))
+                let quota_project_id = resolved.source.describe().quota_project_id.map(Arc::from);
+                Ok::<_, crate::error::Error>(Adc {
+                    resolved: Arc::new(resolved),
+                    quota_project_id,
+                })
             })
             .await?;
-        Ok(Arc::clone(resolved))
+        Ok(Arc::clone(&resolved.resolved))
     }
 
     /// What ADC resolved to, if it has been resolved.
     pub fn current(&self) -> Option<Arc<Resolved>> {
-        self.cell().get().cloned()
+        self.cell().get().map(|adc| Arc::clone(&adc.resolved))
+    }
+
+    /// The resolved source's quota project, without describing it again.
+    fn quota_project_id(&self) -> Option<Arc<str>> {
+        self.cell()
+            .get()
+            .and_then(|adc| adc.quota_project_id.clone())
     }
 
     fn reset(&self) {
@@ -135,10 +153,7 @@ impl Credential {
     pub fn quota_project_id(&self) -> Option<Arc<str>> {
         match &self.adc {
             None => self.fixed_quota_project.clone(),
-            Some(adc) => adc
-                .current()
-                .and_then(|r| r.source.describe().quota_project_id)
-                .map(Arc::from),
+            Some(adc) => adc.quota_project_id(),
         }
     }
 
