@@ -77,11 +77,11 @@ fn main() {
     assert_eq!(cloned, 0, "a cloned Secret left its bytes in freed memory");
 
     let token = leaks_while(|| {
-        drop(std::hint::black_box(Token {
-            value: Secret::new(sentinel_string()),
-            kind: TokenKind::Access,
-            expires_at: SystemTime::now() + Duration::from_secs(60),
-        }))
+        drop(std::hint::black_box(Token::new(
+            Secret::new(sentinel_string()),
+            TokenKind::Access,
+            SystemTime::now() + Duration::from_secs(60),
+        )))
     });
     assert_eq!(token, 0, "Token left its value in freed memory");
 
@@ -99,5 +99,39 @@ fn main() {
         "a parsed credential file left a secret in freed memory"
     );
 
+    // A token-endpoint form (the assertion or refresh token in it) is built
+    // in one exactly sized buffer and zeroized: no partial copies freed.
+    let secret_value = sentinel_string();
+    let form = leaks_while(|| {
+        let url =
+            _native::http::secure_endpoint("https://oauth2.googleapis.com/token", "t").unwrap();
+        let call = _native::http::Call::post_form(
+            url,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &secret_value),
+            ],
+            "token request",
+        );
+        drop(std::hint::black_box(call));
+    });
+    assert_eq!(
+        form, 0,
+        "a token request form left the secret in freed memory"
+    );
+
+    // Known limit (docs/reliability.md): serde_json unescapes a string with
+    // escapes (`\n` in a PEM) through a scratch buffer of its own, freed
+    // without zeroizing. Measured here so a change in either direction shows.
+    let escaped = format!(
+        r#"{{"type":"authorized_user","refresh_token":"a\n{s}","client_secret":"x"}}"#,
+        s = std::str::from_utf8(SENTINEL).unwrap()
+    );
+    let scratch = leaks_while(|| {
+        let file: CredentialFile = serde_json::from_str(std::hint::black_box(&escaped)).unwrap();
+        drop(std::hint::black_box(file));
+    });
+
+    println!("secret_zeroize: serde_json's unescape scratch buffer (a known limit) left {scratch} block(s)");
     println!("secret_zeroize: Secret, clone, Token and CredentialFile leave no secret bytes in freed memory (control: {control} block seen)");
 }

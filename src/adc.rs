@@ -28,7 +28,7 @@
 //! for step in &resolved.steps {
 //!     println!("{step}");
 //! }
-//! let token = resolved.source.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")).await?;
+//! let token = resolved.source.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")?).await?;
 //! # Ok(()) }
 //! ```
 
@@ -63,15 +63,15 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 const SUPPORTED: &str = "service_account, authorized_user, impersonated_service_account";
 
 /// The outcome of ADC discovery.
-pub struct Resolved {
+pub struct Found {
     pub source: Arc<dyn TokenSource>,
     /// One human line per step checked, in order, for `doctor`.
     pub steps: Vec<String>,
 }
 
-impl fmt::Debug for Resolved {
+impl fmt::Debug for Found {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Resolved")
+        f.debug_struct("Found")
             .field("source", &self.source)
             .field("steps", &self.steps)
             .finish()
@@ -81,7 +81,7 @@ impl fmt::Debug for Resolved {
 /// Runs the ADC chain; may ping the metadata server (bounded by
 /// `metadata_detect_timeout`). Nothing found → [`Error::NoCredentials`];
 /// a broken file on the way → [`Error::Config`].
-pub async fn application_default(impersonation: Option<Impersonation>) -> Result<Resolved> {
+pub async fn application_default(impersonation: Option<Impersonation>) -> Result<Found> {
     let mut steps = Vec::new();
 
     match std::env::var_os(CREDENTIALS_VAR) {
@@ -90,7 +90,7 @@ pub async fn application_default(impersonation: Option<Impersonation>) -> Result
             let origin = format!("{CREDENTIALS_VAR}={}", path.display());
             let source = load_file(&path, &origin, impersonation)?;
             steps.push(format!("{origin}: {}", summary(&source.describe())));
-            return Ok(Resolved { source, steps });
+            return Ok(Found { source, steps });
         }
         _ => steps.push(format!("{CREDENTIALS_VAR}: not set")),
     }
@@ -100,7 +100,7 @@ pub async fn application_default(impersonation: Option<Impersonation>) -> Result
             let origin = path.display().to_string();
             let source = load_file(&path, &origin, impersonation)?;
             steps.push(format!("gcloud credentials {origin}: {}", summary(&source.describe())));
-            return Ok(Resolved { source, steps });
+            return Ok(Found { source, steps });
         }
         Some(path) => steps.push(format!(
             "gcloud credentials {}: not found (created by `gcloud auth application-default login`)",
@@ -120,7 +120,7 @@ pub async fn application_default(impersonation: Option<Impersonation>) -> Result
                 md.base_url()
             ));
             let source = with_impersonation(Arc::new(md), impersonation)?;
-            Ok(Resolved { source, steps })
+            Ok(Found { source, steps })
         }
         Err(why) => {
             steps.push(format!("metadata server at {ip}: {why}"));
@@ -149,9 +149,10 @@ pub fn from_file(
     load_file(path, &path.display().to_string(), impersonation)
 }
 
-/// Cache identity of "whatever ADC resolves to", usable before resolving:
-/// `adc`, or `adc>DELEGATE>…>TARGET` with impersonation.
-pub fn application_default_identity(impersonation: Option<&Impersonation>) -> String {
+/// What "whatever ADC resolves to" is remembered by, before resolving:
+/// `adc`, or `adc>DELEGATE>…>TARGET` with impersonation. Not a cache
+/// identity: tokens are cached under the resolved source's.
+pub fn application_default_key(impersonation: Option<&Impersonation>) -> String {
     let mut id = "adc".to_owned();
     if let Some(imp) = impersonation {
         for d in &imp.delegates {
@@ -195,7 +196,7 @@ pub async fn detect_metadata_server() -> (String, std::result::Result<(), String
             Err(format!("{METADATA_IP_VAR}={ip:?} is not a host[:port]")),
         );
     };
-    let settings = http::settings();
+    let settings = crate::config::settings();
     let budget = settings.metadata_detect_timeout;
     let call = Call::get(url, "metadata server detection")
         .header(metadata::FLAVOR_HEADER, metadata::FLAVOR_VALUE)
@@ -359,12 +360,12 @@ fn summary(d: &SourceDescription) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::testing::{Answer, Server};
     use crate::request::TokenRequest;
     use crate::sources::impersonated::IAM_ENDPOINT_VAR;
-    use crate::sources::testing::{
+    use crate::testing::{
         env_lock, jwt_expiring_in, key_json, user_json, EnvVars, TempDir, ENV_LOCK, PKCS8_PEM,
     };
+    use crate::testing::{Answer, Server};
 
     const SA: &str = "agent@proj.iam.gserviceaccount.com";
 
@@ -505,13 +506,14 @@ mod tests {
         std::env::set_var(metadata::HOST_VAR, server.authority());
         let r = application_default(None).await.unwrap();
         assert_eq!(r.source.describe().kind, SourceKind::Metadata);
-        assert_eq!(
-            r.source.identity(),
-            format!("metadata:{}", server.authority())
-        );
+        assert!(r
+            .source
+            .identity()
+            .label()
+            .starts_with(&format!("metadata:http://{}#", server.authority())));
         let t = r
             .source
-            .fetch(&TokenRequest::access(Vec::<String>::new()))
+            .fetch(&TokenRequest::access(Vec::<String>::new()).unwrap())
             .await
             .unwrap();
         assert_eq!(t.value.expose(), "ya29.md");
@@ -693,13 +695,11 @@ mod tests {
             Some("mcp@p.iam.gserviceaccount.com")
         );
         assert_eq!(d.quota_project_id.as_deref(), Some("qp"));
-        assert!(src
-            .identity()
-            .starts_with("user:764086051850-test.apps.googleusercontent.com@"));
+        let label = src.identity().label();
         assert!(
-            src.identity().ends_with(">mcp@p.iam.gserviceaccount.com"),
-            "{}",
-            src.identity()
+            label.starts_with("user:764086051850-test.apps.googleusercontent.com#")
+                && label.contains(">mcp@p.iam.gserviceaccount.com#"),
+            "{label}"
         );
     }
 
@@ -726,14 +726,11 @@ mod tests {
         let _env = EnvVars::set(&[(IAM_ENDPOINT_VAR, None)]);
         let imp = Impersonation::new("mcp@p.iam.gserviceaccount.com");
         let src = from_json(&sa_json(), "service_account_credential", Some(imp.clone())).unwrap();
-        assert_eq!(
-            src.identity(),
-            format!("sa:{SA}@https://oauth2.googleapis.com/token>mcp@p.iam.gserviceaccount.com")
-        );
+        assert!(src.identity().label().contains(&format!("sa:{SA}#")));
         assert_eq!(src.describe().principal.as_deref(), Some(SA));
-        assert_eq!(application_default_identity(None), "adc");
+        assert_eq!(application_default_key(None), "adc");
         assert_eq!(
-            application_default_identity(Some(&imp)),
+            application_default_key(Some(&imp)),
             "adc>mcp@p.iam.gserviceaccount.com"
         );
     }
@@ -769,7 +766,7 @@ mod tests {
         );
         let t = r
             .source
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap();
         assert_eq!(t.value.expose(), jwt);

@@ -1,7 +1,8 @@
-//! Per-credential token cache: single-flight fetches and refresh-ahead.
+//! Per-credential token cache: single-flight fetches, refresh-ahead, bounded.
 //!
-//! One `TokenCache` per credential identity, one slot per `TokenRequest`
-//! (kind + audience or sorted scopes). The rules (DESIGN.md, "Cache"):
+//! One `TokenCache` per credential identity (in this process's registry,
+//! `credentials.rs`), one slot per `TokenRequest` (kind + audience or sorted
+//! scopes). The rules (DESIGN.md, "Cache"):
 //!
 //! * **fresh**: served from memory; a short `std` mutex, no await, no I/O;
 //! * **in the refresh window** (the last `refresh_window`, at most a quarter
@@ -14,9 +15,17 @@
 //! A failed background refresh keeps serving the still-valid token (and logs);
 //! only a caller that needs a new token sees the error, and the next call tries
 //! again: no error is ever stored.
+//!
+//! Bounded: at most [`MAX_SLOTS`] requests per credential. Making room drops
+//! slots whose token has expired first, then the least recently used. A
+//! request only reaches a slot once it is valid (`TokenRequest`'s
+//! constructors check it), so junk never occupies memory.
+//!
+//! Locks: the slot map's mutex is held for map updates only, never across an
+//! await, never while logging (a log record needs the GIL, which a Python
+//! thread waiting for this lock may hold).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -24,28 +33,20 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::config;
 use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::process::PerProcess;
 use crate::request::TokenRequest;
 use crate::sources::{BoxFuture, SourceDescription, TokenSource};
 use crate::token::Token;
 
-/// Default length of the refresh-ahead window.
-pub const DEFAULT_REFRESH_WINDOW: Duration = Duration::from_secs(300);
+/// Requests remembered per credential.
+pub const MAX_SLOTS: usize = 256;
 /// Never hand out a token with less than this left (at most 1/20 of its lifetime).
 const MAX_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// After a failed background refresh, wait this long (at most) before the next one.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
-
-static REFRESH_WINDOW_MS: AtomicU64 = AtomicU64::new(DEFAULT_REFRESH_WINDOW.as_millis() as u64);
-
-/// Sets the process-wide refresh-ahead window.
-pub fn set_refresh_window(window: Duration) {
-    REFRESH_WINDOW_MS.store(window.as_millis() as u64, Ordering::Relaxed);
-}
-
-pub fn refresh_window() -> Duration {
-    Duration::from_millis(REFRESH_WINDOW_MS.load(Ordering::Relaxed))
-}
 
 /// When a token of the given lifetime should be refreshed, and until when it may be handed out.
 fn schedule(now: Instant, lifetime: Duration, window: Duration) -> (Instant, Instant) {
@@ -59,20 +60,6 @@ fn schedule(now: Instant, lifetime: Duration, window: Duration) -> (Instant, Ins
 
 type Outcome = Option<Result<Arc<Token>>>;
 
-/// A fetch in progress; waiters watch its outcome.
-struct Inflight {
-    /// The process that started it: after `fork()` the task is gone in the child.
-    pid: u32,
-    outcome: watch::Receiver<Outcome>,
-}
-
-impl Inflight {
-    fn is_live(&self) -> bool {
-        // `has_changed` errs once the sender is gone (task finished or died).
-        self.pid == std::process::id() && self.outcome.has_changed().is_ok()
-    }
-}
-
 struct Cached {
     token: Arc<Token>,
     refresh_at: Instant,
@@ -82,15 +69,68 @@ struct Cached {
 #[derive(Default)]
 struct Slot {
     cached: Option<Cached>,
-    inflight: Option<Inflight>,
+    /// The fetch in progress, if any; waiters watch its outcome.
+    inflight: Option<watch::Receiver<Outcome>>,
     /// Set after a failed background refresh: no new one before this.
     retry_not_before: Option<Instant>,
+    /// For least-recently-used eviction: the map's use counter at last use.
+    last_used: u64,
+}
+
+impl Slot {
+    fn fetching(&self) -> bool {
+        // `has_changed` errs once the sender is gone (task finished or died).
+        self.inflight
+            .as_ref()
+            .is_some_and(|rx| rx.has_changed().is_ok())
+    }
+}
+
+#[derive(Default)]
+struct Slots {
+    map: HashMap<TokenRequest, Slot>,
+    uses: u64,
+}
+
+impl Slots {
+    /// The slot for `request`, marked used; made (room permitting) if absent.
+    fn slot(&mut self, request: &TokenRequest) -> &mut Slot {
+        self.uses += 1;
+        if !self.map.contains_key(request) {
+            self.make_room(Instant::now());
+        }
+        let uses = self.uses;
+        let slot = self.map.entry(request.clone()).or_default();
+        slot.last_used = uses;
+        slot
+    }
+
+    /// Drops slots until one more fits: expired ones first, then the least recently used.
+    fn make_room(&mut self, now: Instant) {
+        if self.map.len() < MAX_SLOTS {
+            return;
+        }
+        self.map
+            .retain(|_, s| s.fetching() || s.cached.as_ref().is_some_and(|c| now < c.usable_until));
+        while self.map.len() >= MAX_SLOTS {
+            let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(r, _)| r.clone())
+            else {
+                break;
+            };
+            // A waiter of an evicted slot still gets its outcome (it holds the receiver).
+            self.map.remove(&oldest);
+        }
+    }
 }
 
 /// The token cache of one credential.
 pub struct TokenCache {
     source: Arc<dyn TokenSource>,
-    slots: Mutex<HashMap<TokenRequest, Slot>>,
+    slots: Mutex<Slots>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -105,7 +145,7 @@ impl TokenCache {
     pub fn new(source: Arc<dyn TokenSource>) -> Arc<Self> {
         Arc::new(Self {
             source,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
         })
     }
 
@@ -113,7 +153,16 @@ impl TokenCache {
         &self.source
     }
 
-    fn slots(&self) -> MutexGuard<'_, HashMap<TokenRequest, Slot>> {
+    /// How many requests have a slot (tests, bounds).
+    pub fn len(&self) -> usize {
+        self.slots().map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slots(&self) -> MutexGuard<'_, Slots> {
         // A panic while holding this lock cannot leave a slot half-written
         // (every update is a single assignment), so poisoning is ignored.
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
@@ -130,11 +179,14 @@ impl TokenCache {
     ) -> Option<Arc<Token>> {
         let now = Instant::now();
         let mut slots = self.slots();
-        let slot = slots.get_mut(request)?;
+        slots.uses += 1;
+        let uses = slots.uses;
+        let slot = slots.map.get_mut(request)?;
         let cached = slot.cached.as_ref()?;
         if now >= cached.usable_until {
             return None;
         }
+        slot.last_used = uses;
         let token = Arc::clone(&cached.token);
         let refreshing =
             now >= cached.refresh_at && self.refresh_in_background(slot, request, now, &rt());
@@ -150,7 +202,7 @@ impl TokenCache {
         let mut outcome = {
             let now = Instant::now();
             let mut slots = self.slots();
-            let slot = slots.entry(request.clone()).or_default();
+            let slot = slots.slot(request);
             if let Some(cached) = &slot.cached {
                 if now < cached.usable_until {
                     let token = Arc::clone(&cached.token);
@@ -164,7 +216,7 @@ impl TokenCache {
                 }
             }
             match &slot.inflight {
-                Some(inflight) if inflight.is_live() => inflight.outcome.clone(),
+                Some(rx) if slot.fetching() => rx.clone(),
                 _ => self.start_fetch(slot, request, rt),
             }
         };
@@ -191,7 +243,7 @@ impl TokenCache {
 
     /// Forgets every token (and in-flight fetch bookkeeping).
     pub fn clear(&self) {
-        self.slots().clear();
+        self.slots().map.clear();
     }
 
     /// Starts a background refresh unless one runs or a failed one is backing off.
@@ -203,9 +255,8 @@ impl TokenCache {
         now: Instant,
         rt: &Handle,
     ) -> bool {
-        let busy = slot.inflight.as_ref().is_some_and(Inflight::is_live);
         let backing_off = slot.retry_not_before.is_some_and(|t| now < t);
-        if busy || backing_off {
+        if slot.fetching() || backing_off {
             return false;
         }
         drop(self.start_fetch(slot, request, rt));
@@ -220,10 +271,7 @@ impl TokenCache {
         rt: &Handle,
     ) -> watch::Receiver<Outcome> {
         let (tx, rx) = watch::channel(None);
-        slot.inflight = Some(Inflight {
-            pid: std::process::id(),
-            outcome: rx.clone(),
-        });
+        slot.inflight = Some(rx.clone());
         let cache = Arc::clone(self);
         let request = request.clone();
         let fetch_rt = rt.clone();
@@ -265,12 +313,13 @@ impl TokenCache {
         let kind = request.kind().as_str();
         let (outcome, still_serving) = {
             let mut slots = self.slots();
-            let slot = slots.entry(request.clone()).or_default();
+            let slot = slots.slot(request);
             slot.inflight = None;
             match fetched {
                 Ok(token) => {
                     let lifetime = token.remaining(SystemTime::now());
-                    let (refresh_at, usable_until) = schedule(now, lifetime, refresh_window());
+                    let (refresh_at, usable_until) =
+                        schedule(now, lifetime, config::settings().refresh_window);
                     let token = Arc::new(token);
                     slot.cached = Some(Cached {
                         token: Arc::clone(&token),
@@ -313,32 +362,121 @@ impl TokenCache {
     }
 }
 
-/// A source whose tokens come through its own `TokenCache`: for the source
-/// credential under impersonation, whose access token authenticates every IAM
-/// call and would otherwise be fetched anew for each impersonated token.
+// ---- The registry: one cache per identity per process.
+
+/// Credentials remembered per process; beyond this the least recently used
+/// one's cache is dropped (its handles simply fetch again).
+pub const MAX_CREDENTIALS: usize = 128;
+
+#[derive(Default)]
+struct Registry {
+    map: HashMap<Identity, (Arc<TokenCache>, u64)>,
+    uses: u64,
+}
+
+static REGISTRY: PerProcess<Mutex<Registry>> = PerProcess::new();
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// This process's cache for `source`: one per identity, so every handle on
+/// the same key material shares its tokens, and no other source ever does.
+pub fn shared(source: &Arc<dyn TokenSource>) -> Arc<TokenCache> {
+    registry().cache_for(source)
+}
+
+impl Registry {
+    fn cache_for(&mut self, source: &Arc<dyn TokenSource>) -> Arc<TokenCache> {
+        let identity = source.identity();
+        self.uses += 1;
+        let uses = self.uses;
+        if let Some((cache, last_used)) = self.map.get_mut(identity) {
+            *last_used = uses;
+            debug_assert!(
+                same_principal(&cache.source.describe(), &source.describe()),
+                "two different sources map to one identity {identity}: {:?} and {:?}",
+                cache.source.describe(),
+                source.describe(),
+            );
+            return Arc::clone(cache);
+        }
+        if self.map.len() >= MAX_CREDENTIALS {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| id.clone())
+            {
+                self.map.remove(&oldest);
+            }
+        }
+        let cache = TokenCache::new(Arc::clone(source));
+        self.map
+            .insert(identity.clone(), (Arc::clone(&cache), uses));
+        cache
+    }
+}
+
+/// Whether two descriptions name the same principal, endpoint and payer
+/// (where a source was loaded from may differ).
+fn same_principal(a: &SourceDescription, b: &SourceDescription) -> bool {
+    (
+        a.kind,
+        &a.principal,
+        &a.impersonating,
+        &a.quota_project_id,
+        &a.token_uri,
+    ) == (
+        b.kind,
+        &b.principal,
+        &b.impersonating,
+        &b.quota_project_id,
+        &b.token_uri,
+    )
+}
+
+/// How many credentials this process's registry holds.
+pub fn registry_len() -> usize {
+    registry().map.len()
+}
+
+/// Forgets every cached token of this process.
+pub fn clear_all() {
+    let dropped = std::mem::take(&mut registry().map);
+    drop(dropped);
+}
+
+/// A source whose tokens come through this process's cache for it: the
+/// source credential under impersonation, whose access token authenticates
+/// every IAM call and would otherwise be fetched anew for each impersonated
+/// token.
 #[derive(Debug)]
-pub struct CachedSource(Arc<TokenCache>);
+pub struct CachedSource(Arc<dyn TokenSource>);
 
 impl CachedSource {
     pub fn wrap(source: Arc<dyn TokenSource>) -> Arc<dyn TokenSource> {
-        Arc::new(CachedSource(TokenCache::new(source)))
+        Arc::new(CachedSource(source))
     }
 }
 
 impl TokenSource for CachedSource {
     fn fetch<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<Token>> {
         Box::pin(async move {
-            let token = self.0.get(request, &Handle::current()).await?;
+            let token = shared(&self.0).get(request, &Handle::current()).await?;
             Ok(Token::clone(&token))
         })
     }
 
-    fn identity(&self) -> String {
-        self.0.source().identity()
+    fn identity(&self) -> &Identity {
+        self.0.identity()
     }
 
     fn describe(&self) -> SourceDescription {
-        self.0.source().describe()
+        self.0.describe()
     }
 }
 
@@ -347,13 +485,14 @@ mod tests {
     use super::*;
     use crate::sources::SourceKind;
     use crate::token::{Secret, TokenKind};
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex as StdMutex;
 
     /// A scripted source: counts fetches, takes `latency` (tokio time), and
     /// answers from a queue of lifetimes (`None` = fail).
     #[derive(Debug)]
     struct Scripted {
+        identity: Identity,
         fetches: AtomicUsize,
         latency: Duration,
         answers: StdMutex<Vec<Option<Duration>>>,
@@ -362,7 +501,12 @@ mod tests {
 
     impl Scripted {
         fn new(latency: Duration, default: Option<Duration>) -> Arc<Self> {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed).to_string();
             Arc::new(Self {
+                identity: Identity::builder("scripted")
+                    .part(n.as_bytes())
+                    .finish("scripted"),
                 fetches: AtomicUsize::new(0),
                 latency,
                 answers: StdMutex::new(Vec::new()),
@@ -387,11 +531,11 @@ mod tests {
                 match answer {
                     // Paused tokio time does not move SystemTime: derive expiry
                     // from the lifetime at the moment of the answer.
-                    Some(lifetime) => Ok(Token {
-                        value: Secret::new(format!("token-{n}")),
-                        kind: request.kind(),
-                        expires_at: SystemTime::now() + lifetime,
-                    }),
+                    Some(lifetime) => Ok(Token::new(
+                        Secret::new(format!("token-{n}")),
+                        request.kind(),
+                        SystemTime::now() + lifetime,
+                    )),
                     None => Err(Error::Unavailable {
                         endpoint: "scripted".into(),
                         detail: "HTTP 503".into(),
@@ -399,8 +543,8 @@ mod tests {
                 }
             })
         }
-        fn identity(&self) -> String {
-            "scripted".into()
+        fn identity(&self) -> &Identity {
+            &self.identity
         }
         fn describe(&self) -> SourceDescription {
             SourceDescription {
@@ -415,7 +559,7 @@ mod tests {
     }
 
     fn id() -> TokenRequest {
-        TokenRequest::id("https://svc.example")
+        TokenRequest::id("https://svc.example").unwrap()
     }
 
     /// Lets spawned tasks run to completion under paused time.
@@ -428,10 +572,18 @@ mod tests {
     #[test]
     fn schedule_keeps_short_tokens_reusable() {
         let now = Instant::now();
-        let (refresh, usable) = schedule(now, Duration::from_secs(3600), DEFAULT_REFRESH_WINDOW);
+        let (refresh, usable) = schedule(
+            now,
+            Duration::from_secs(3600),
+            config::Settings::DEFAULT.refresh_window,
+        );
         assert_eq!(refresh - now, Duration::from_secs(3300));
         assert_eq!(usable - now, Duration::from_secs(3590));
-        let (refresh, usable) = schedule(now, Duration::from_secs(60), DEFAULT_REFRESH_WINDOW);
+        let (refresh, usable) = schedule(
+            now,
+            Duration::from_secs(60),
+            config::Settings::DEFAULT.refresh_window,
+        );
         assert_eq!(refresh - now, Duration::from_secs(45));
         assert_eq!(usable - now, Duration::from_secs(57));
     }
@@ -530,20 +682,26 @@ mod tests {
         let src = Scripted::new(Duration::ZERO, Some(Duration::from_secs(3600)));
         let cache = TokenCache::new(src.clone());
         let rt = Handle::current();
-        cache.get(&TokenRequest::id("a"), &rt).await.unwrap();
-        cache.get(&TokenRequest::id("b"), &rt).await.unwrap();
         cache
-            .get(&TokenRequest::access(["x", "y"]), &rt)
+            .get(&TokenRequest::id("a").unwrap(), &rt)
             .await
             .unwrap();
         cache
-            .get(&TokenRequest::access(["y", "x"]), &rt)
+            .get(&TokenRequest::id("b").unwrap(), &rt)
+            .await
+            .unwrap();
+        cache
+            .get(&TokenRequest::access(["x", "y"]).unwrap(), &rt)
+            .await
+            .unwrap();
+        cache
+            .get(&TokenRequest::access(["y", "x"]).unwrap(), &rt)
             .await
             .unwrap();
         assert_eq!(src.count(), 3);
         assert_eq!(
             cache
-                .peek(&TokenRequest::id("a"), || rt.clone())
+                .peek(&TokenRequest::id("a").unwrap(), || rt.clone())
                 .unwrap()
                 .kind,
             TokenKind::Id
@@ -564,5 +722,64 @@ mod tests {
         first.abort();
         assert!(cache.get(&id(), &rt).await.is_ok());
         assert_eq!(src.count(), 1);
+    }
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_audiences_keep_the_cache_bounded() {
+        let src = Scripted::new(Duration::ZERO, Some(Duration::from_secs(3600)));
+        let cache = TokenCache::new(src.clone());
+        let rt = Handle::current();
+        for i in 0..10_000 {
+            let request = TokenRequest::id(format!("https://svc-{i}.example")).unwrap();
+            cache.get(&request, &rt).await.unwrap();
+            assert!(cache.len() <= MAX_SLOTS, "{} slots after {i}", cache.len());
+        }
+        // The most recent ones are still served from memory.
+        let last = TokenRequest::id("https://svc-9999.example").unwrap();
+        assert!(cache.peek(&last, || rt.clone()).is_some());
+        assert_eq!(src.count(), 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn making_room_drops_expired_tokens_before_recently_used_ones() {
+        let src = Scripted::new(Duration::ZERO, Some(Duration::from_secs(3600)));
+        let cache = TokenCache::new(src.clone());
+        let rt = Handle::current();
+        let keep = TokenRequest::id("https://keep.example").unwrap();
+        cache.get(&keep, &rt).await.unwrap();
+        for i in 0..(MAX_SLOTS * 3) {
+            let request = TokenRequest::id(format!("https://svc-{i}.example")).unwrap();
+            cache.get(&request, &rt).await.unwrap();
+            // Used all along, so never the least recently used.
+            assert!(
+                cache.peek(&keep, || rt.clone()).is_some(),
+                "evicted after {i}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_registry_is_one_cache_per_identity_and_bounded() {
+        // A registry of its own: filling the process's would evict other tests' caches.
+        let mut registry = Registry::default();
+        let a: Arc<dyn TokenSource> = Scripted::new(Duration::ZERO, None);
+        let b: Arc<dyn TokenSource> = Scripted::new(Duration::ZERO, None);
+        assert!(Arc::ptr_eq(
+            &registry.cache_for(&a),
+            &registry.cache_for(&a)
+        ));
+        assert!(!Arc::ptr_eq(
+            &registry.cache_for(&a),
+            &registry.cache_for(&b)
+        ));
+        for _ in 0..(MAX_CREDENTIALS * 2) {
+            let s: Arc<dyn TokenSource> = Scripted::new(Duration::ZERO, None);
+            registry.cache_for(&s);
+            registry.cache_for(&a); // in use all along
+            assert!(registry.map.len() <= MAX_CREDENTIALS);
+        }
+        assert!(
+            registry.map.contains_key(a.identity()),
+            "the one in use was evicted"
+        );
     }
 }

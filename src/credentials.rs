@@ -1,229 +1,213 @@
-//! A credential as callers see it: a source plus its token cache, one per
-//! identity per process, so every exchanger and helper shares the same tokens.
+//! A credential as callers hold it: which source, and where its tokens are.
 //!
-//! Application Default Credentials are resolved on first use, inside the fetch
-//! task (discovery may probe the metadata server for seconds), never when the
-//! credential is created.
+//! A [`Credential`] holds no state of its own: an explicit source's tokens
+//! live in this process's cache for its identity (`cache::shared`), so every
+//! handle on the same key material shares them and a forked child starts
+//! afresh. Application Default Credentials are an alias: resolved on first
+//! use, inside the fetch (discovery may probe the metadata server for
+//! seconds), once per process, and their tokens live in the cache of the
+//! source they resolved to, keyed by its own key material like any other.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::OnceCell;
 
-use crate::adc::{self, Resolved};
-use crate::cache::TokenCache;
+use crate::adc;
+use crate::cache;
 use crate::error::Result;
+use crate::process::{self, PerProcess};
 use crate::request::TokenRequest;
 use crate::sources::impersonated::Impersonation;
-use crate::sources::{BoxFuture, SourceDescription, SourceKind, TokenSource};
+use crate::sources::{SourceDescription, TokenSource};
 use crate::token::Token;
 
-/// ADC, resolved once on first fetch (again after `reset`).
+/// Where a credential's tokens come from.
+pub enum Credential {
+    /// A source named by the caller (a key, a file), ready now.
+    Explicit {
+        source: Arc<dyn TokenSource>,
+        quota_project_id: Option<Arc<str>>,
+    },
+    /// Whatever Application Default Credentials find, impersonating as asked.
+    ApplicationDefault(ApplicationDefault),
+}
+
+/// The ADC alias: the chain to impersonate, and its per-process resolution.
 pub struct ApplicationDefault {
     impersonation: Option<Impersonation>,
-    identity: String,
-    resolved: Mutex<Arc<OnceCell<Adc>>>,
+    /// `adc`, or `adc>DELEGATE>…>TARGET`: what resolutions are keyed by.
+    key: String,
 }
 
-/// What ADC resolved to, with the quota project read once (the token hot
-/// path asks for it on every cached token).
-struct Adc {
-    resolved: Arc<Resolved>,
-    quota_project_id: Option<Arc<str>>,
+/// A token as handed out, with the project to bill for it (`x-goog-user-project`).
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub token: Arc<Token>,
+    pub quota_project_id: Option<Arc<str>>,
 }
 
-impl fmt::Debug for ApplicationDefault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApplicationDefault")
-            .field("identity", &self.identity)
-            .finish_non_exhaustive()
-    }
+/// A source and the project to bill for its tokens.
+type Billed = (Arc<dyn TokenSource>, Option<Arc<str>>);
+
+/// What ADC resolved to in this process.
+pub struct Resolved {
+    pub source: Arc<dyn TokenSource>,
+    /// One human line per step checked, in order, for `doctor`.
+    pub steps: Vec<String>,
+    /// Read once here: the hot path asks for it with every token.
+    pub quota_project_id: Option<Arc<str>>,
 }
 
-impl ApplicationDefault {
-    fn new(impersonation: Option<Impersonation>) -> Self {
-        Self {
-            identity: adc::application_default_identity(impersonation.as_ref()),
-            impersonation,
-            resolved: Mutex::new(Arc::new(OnceCell::new())),
-        }
-    }
+type Resolutions = HashMap<String, Arc<OnceCell<Arc<Resolved>>>>;
 
-    fn cell(&self) -> Arc<OnceCell<Adc>> {
-        Arc::clone(&self.resolved.lock().unwrap_or_else(|p| p.into_inner()))
-    }
+static RESOLUTIONS: PerProcess<Mutex<Resolutions>> = PerProcess::new();
 
-    /// Runs ADC discovery once; a failure is not remembered.
-    pub async fn resolve(&self) -> Result<Arc<Resolved>> {
-        let cell = self.cell();
-        let resolved = cell
-            .get_or_try_init(|| async {
-                let resolved = adc::application_default(self.impersonation.clone()).await?;
-                let d = resolved.source.describe();
-                log::info!(
-                    "application default credentials: {} from {}{}",
-                    d.kind.as_str(),
-                    d.origin,
-                    d.principal.map(|p| format!(" ({p})")).unwrap_or_default()
-                );
-                let quota_project_id = resolved.source.describe().quota_project_id.map(Arc::from);
-                Ok::<_, crate::error::Error>(Adc {
-                    resolved: Arc::new(resolved),
-                    quota_project_id,
-                })
-            })
-            .await?;
-        Ok(Arc::clone(&resolved.resolved))
-    }
-
-    /// What ADC resolved to, if it has been resolved.
-    pub fn current(&self) -> Option<Arc<Resolved>> {
-        self.cell().get().map(|adc| Arc::clone(&adc.resolved))
-    }
-
-    /// The resolved source's quota project, without describing it again.
-    fn quota_project_id(&self) -> Option<Arc<str>> {
-        self.cell()
-            .get()
-            .and_then(|adc| adc.quota_project_id.clone())
-    }
-
-    fn reset(&self) {
-        *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(OnceCell::new());
-    }
-}
-
-impl TokenSource for ApplicationDefault {
-    fn fetch<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<Token>> {
-        Box::pin(async move { self.resolve().await?.source.fetch(request).await })
-    }
-
-    fn identity(&self) -> String {
-        self.identity.clone()
-    }
-
-    fn describe(&self) -> SourceDescription {
-        match self.current() {
-            Some(resolved) => resolved.source.describe(),
-            None => SourceDescription {
-                kind: SourceKind::Metadata,
-                origin: "application default credentials (not resolved yet)".into(),
-                principal: None,
-                impersonating: self.impersonation.as_ref().map(|i| i.target.clone()),
-                quota_project_id: None,
-                token_uri: None,
-            },
-        }
-    }
-}
-
-/// One credential identity's source and token cache.
-pub struct Credential {
-    identity: String,
-    cache: Arc<TokenCache>,
-    adc: Option<Arc<ApplicationDefault>>,
-    /// Known up front for explicit sources; read from the resolution for ADC.
-    fixed_quota_project: Option<Arc<str>>,
-}
-
-impl fmt::Debug for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credential")
-            .field("identity", &self.identity)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Credential {
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
-    pub fn cache(&self) -> &Arc<TokenCache> {
-        &self.cache
-    }
-
-    /// The ADC resolver, when this credential is Application Default Credentials.
-    pub fn application_default(&self) -> Option<&Arc<ApplicationDefault>> {
-        self.adc.as_ref()
-    }
-
-    /// The project to bill (`x-goog-user-project`), when the source names one.
-    pub fn quota_project_id(&self) -> Option<Arc<str>> {
-        match &self.adc {
-            None => self.fixed_quota_project.clone(),
-            Some(adc) => adc.quota_project_id(),
-        }
-    }
-
-    /// Resolves ADC if needed and describes the source; plus the ADC steps taken.
-    pub async fn resolve(&self) -> Result<(SourceDescription, Vec<String>)> {
-        match &self.adc {
-            Some(adc) => {
-                let resolved = adc.resolve().await?;
-                Ok((resolved.source.describe(), resolved.steps.clone()))
-            }
-            None => Ok((self.cache.source().describe(), Vec::new())),
-        }
-    }
-
-    fn clear(&self) {
-        self.cache.clear();
-        if let Some(adc) = &self.adc {
-            adc.reset();
-        }
-    }
-}
-
-fn registry() -> std::sync::MutexGuard<'static, HashMap<String, Arc<Credential>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<Credential>>>> = OnceLock::new();
-    REGISTRY
-        .get_or_init(Default::default)
+fn resolutions() -> MutexGuard<'static, Resolutions> {
+    RESOLUTIONS
+        .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner())
 }
 
-/// The process's credential for Application Default Credentials (optionally impersonating).
-pub fn application_default(impersonation: Option<Impersonation>) -> Arc<Credential> {
-    let identity = adc::application_default_identity(impersonation.as_ref());
-    let mut registry = registry();
-    if let Some(existing) = registry.get(&identity) {
-        return Arc::clone(existing);
+impl ApplicationDefault {
+    fn cell(&self) -> Arc<OnceCell<Arc<Resolved>>> {
+        Arc::clone(resolutions().entry(self.key.clone()).or_default())
     }
-    let adc = Arc::new(ApplicationDefault::new(impersonation));
-    let credential = Arc::new(Credential {
-        identity: identity.clone(),
-        cache: TokenCache::new(adc.clone()),
-        adc: Some(adc),
-        fixed_quota_project: None,
-    });
-    registry.insert(identity, Arc::clone(&credential));
-    credential
+
+    /// The resolution, if made in this process.
+    pub fn current(&self) -> Option<Arc<Resolved>> {
+        resolutions().get(&self.key)?.get().cloned()
+    }
+
+    /// Runs ADC discovery once per process; a failure is not remembered.
+    pub async fn resolve(&self) -> Result<Arc<Resolved>> {
+        let cell = self.cell();
+        let resolved = cell
+            .get_or_try_init(|| async {
+                let found = adc::application_default(self.impersonation.clone()).await?;
+                let d = found.source.describe();
+                log::info!(
+                    "application default credentials: {} from {}{}",
+                    d.kind.as_str(),
+                    d.origin,
+                    d.principal
+                        .as_deref()
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default()
+                );
+                Ok::<_, crate::error::Error>(Arc::new(Resolved {
+                    quota_project_id: d.quota_project_id.map(Arc::from),
+                    source: found.source,
+                    steps: found.steps,
+                }))
+            })
+            .await?;
+        Ok(Arc::clone(resolved))
+    }
 }
 
-/// The process's credential for an explicit source; same identity, same cache.
-pub fn from_source(source: Arc<dyn TokenSource>) -> Arc<Credential> {
-    let identity = source.identity();
-    let mut registry = registry();
-    if let Some(existing) = registry.get(&identity) {
-        return Arc::clone(existing);
-    }
-    let credential = Arc::new(Credential {
-        identity: identity.clone(),
-        fixed_quota_project: source.describe().quota_project_id.map(Arc::from),
-        cache: TokenCache::new(source),
-        adc: None,
-    });
-    registry.insert(identity, Arc::clone(&credential));
-    credential
+/// Forgets every ADC resolution of this process: the next use discovers
+/// again (after the environment that ADC reads has changed, as in tests).
+/// Tokens are kept, keyed by the key material they came from.
+pub fn reset_application_default() {
+    let dropped = std::mem::take(&mut *resolutions());
+    drop(dropped);
 }
 
-/// Forgets every cached token and ADC resolution in the process.
+impl Credential {
+    /// An explicit source.
+    pub fn explicit(source: Arc<dyn TokenSource>) -> Arc<Self> {
+        let quota_project_id = source.describe().quota_project_id.map(Arc::from);
+        Arc::new(Credential::Explicit {
+            source,
+            quota_project_id,
+        })
+    }
+
+    /// Application Default Credentials, optionally impersonating.
+    pub fn application_default(impersonation: Option<Impersonation>) -> Arc<Self> {
+        let key = adc::application_default_key(impersonation.as_ref());
+        Arc::new(Credential::ApplicationDefault(ApplicationDefault {
+            impersonation,
+            key,
+        }))
+    }
+
+    /// The source now, if known (ADC: once resolved in this process).
+    fn source(&self) -> Option<Billed> {
+        match self {
+            Credential::Explicit {
+                source,
+                quota_project_id,
+            } => Some((Arc::clone(source), quota_project_id.clone())),
+            Credential::ApplicationDefault(adc) => adc
+                .current()
+                .map(|r| (Arc::clone(&r.source), r.quota_project_id.clone())),
+        }
+    }
+
+    /// A fresh cached token, without waiting (see `TokenCache::peek`), and
+    /// the project to bill.
+    pub fn cached(&self, request: &TokenRequest) -> Option<Issued> {
+        let (source, quota_project_id) = self.source()?;
+        let token = cache::shared(&source).peek(request, process::runtime_handle)?;
+        Some(Issued {
+            token,
+            quota_project_id,
+        })
+    }
+
+    /// A usable token, from the cache or the one shared fetch, and the project to bill.
+    pub async fn token(&self, request: &TokenRequest) -> Result<Issued> {
+        let (source, quota_project_id) = match self {
+            Credential::Explicit {
+                source,
+                quota_project_id,
+            } => (Arc::clone(source), quota_project_id.clone()),
+            Credential::ApplicationDefault(adc) => {
+                let r = adc.resolve().await?;
+                (Arc::clone(&r.source), r.quota_project_id.clone())
+            }
+        };
+        let token = cache::shared(&source)
+            .get(request, &process::runtime_handle())
+            .await?;
+        Ok(Issued {
+            token,
+            quota_project_id,
+        })
+    }
+
+    /// Resolves ADC if needed and describes the source; plus the ADC steps taken.
+    pub async fn resolve(&self) -> Result<(SourceDescription, Vec<String>)> {
+        match self {
+            Credential::Explicit { source, .. } => Ok((source.describe(), Vec::new())),
+            Credential::ApplicationDefault(adc) => {
+                let r = adc.resolve().await?;
+                Ok((r.source.describe(), r.steps.clone()))
+            }
+        }
+    }
+
+    /// A name for reprs and logs: the source's identity label, or the ADC chain.
+    pub fn label(&self) -> String {
+        match self {
+            Credential::Explicit { source, .. } => source.identity().label().to_owned(),
+            Credential::ApplicationDefault(adc) => adc.key.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credential({})", self.label())
+    }
+}
+
+/// Forgets every cached token and ADC resolution in this process.
 pub fn clear_all() {
-    let mut registry = registry();
-    for credential in registry.values() {
-        credential.clear();
-    }
-    registry.clear();
+    cache::clear_all();
+    reset_application_default();
 }

@@ -85,6 +85,122 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+// ---- Google's error bodies
+
+/// Google's own error fields from a response body: OAuth2's
+/// `{"error": "...", "error_description": "..."}` (RFC 6749 §5.2) or the API
+/// style `{"error": {"code", "message", "status"}}` used by IAM
+/// (<https://cloud.google.com/apis/design/errors>).
+pub fn google_error(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Option<ErrorField>,
+        error_description: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ErrorField {
+        Code(String),
+        Status {
+            message: Option<String>,
+            status: Option<String>,
+        },
+    }
+    let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
+        return (None, None);
+    };
+    match parsed.error {
+        Some(ErrorField::Code(code)) => (
+            Some(clean(&code)),
+            parsed.error_description.map(|d| clean(&d)),
+        ),
+        Some(ErrorField::Status { message, status }) => {
+            (status.map(|s| clean(&s)), message.map(|m| clean(&m)))
+        }
+        None => (None, parsed.error_description.map(|d| clean(&d))),
+    }
+}
+
+/// One line, printable, at most 500 characters.
+fn clean(s: &str) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(500)
+        .collect();
+    one_line.trim().to_owned()
+}
+
+/// A 3xx/4xx answer as an error, with Google's own fields.
+pub fn rejected(endpoint: &str, status: u16, body: &[u8]) -> Error {
+    let (error, description) = google_error(body);
+    let hint = match status {
+        300..=399 => Some(
+            "redirects are not followed for credential requests; configure the final URL"
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    Error::Rejected {
+        endpoint: endpoint.to_owned(),
+        status,
+        error,
+        description,
+        hint,
+    }
+}
+
+/// A 5xx/408/429 answer, after `attempt` attempts, as an error.
+pub fn unavailable(endpoint: &str, status: u16, body: &[u8], attempt: u32) -> Error {
+    let (error, description) = google_error(body);
+    let mut detail = format!("HTTP {status}");
+    if let Some(e) = error {
+        detail.push_str(&format!(", error={e:?}"));
+    }
+    if let Some(d) = description {
+        detail.push_str(&format!(": {d}"));
+    }
+    detail.push_str(&format!(
+        " (after {attempt} attempt{})",
+        if attempt == 1 { "" } else { "s" }
+    ));
+    Error::Unavailable {
+        endpoint: endpoint.to_owned(),
+        detail,
+    }
+}
+
+/// Adds `hint` to a [`Error::Rejected`] whose status is `status` (any status
+/// if `None`); other errors pass through unchanged.
+pub fn with_hint(
+    e: Error,
+    status: Option<u16>,
+    hint: impl FnOnce(Option<&str>) -> String,
+) -> Error {
+    match e {
+        Error::Rejected {
+            endpoint,
+            status: s,
+            error,
+            description,
+            hint: old,
+        } if status.is_none_or(|want| want == s) => {
+            let new = hint(error.as_deref());
+            Error::Rejected {
+                endpoint,
+                status: s,
+                error,
+                description,
+                hint: Some(match old {
+                    Some(o) => format!("{new}; {o}"),
+                    None => new,
+                }),
+            }
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +231,21 @@ mod tests {
         assert!(text.contains("  - GOOGLE_APPLICATION_CREDENTIALS: not set"));
         assert!(text.contains("gcloud auth application-default login"));
         assert_eq!(e.class(), ErrorClass::CredentialsNotFound);
+    }
+
+    #[test]
+    fn google_error_reads_oauth_and_iam_shapes() {
+        assert_eq!(
+            google_error(br#"{"error":"invalid_grant","error_description":"Bad Request"}"#),
+            (Some("invalid_grant".into()), Some("Bad Request".into()))
+        );
+        assert_eq!(
+            google_error(br#"{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getAccessToken' denied","status":"PERMISSION_DENIED"}}"#),
+            (
+                Some("PERMISSION_DENIED".into()),
+                Some("Permission 'iam.serviceAccounts.getAccessToken' denied".into())
+            )
+        );
+        assert_eq!(google_error(b"<html>nope</html>"), (None, None));
     }
 }

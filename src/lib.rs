@@ -1,24 +1,43 @@
 //! adk-token-exchange: Google ID and access tokens for ADK agents.
 //!
-//! Module wiring only; the Python-facing layer is `python.rs`.
+//! Layers, top to bottom (each uses only those below it):
+//! `bindings` (Python) → `credentials` → `adc`, `cache` → `sources` → `http`
+//! → `config`, `process`, `identity`, `request`, `token`, `error`.
+//! Everything but `bindings` is plain Rust, testable with `cargo test`.
 
 pub mod adc;
+pub mod bindings;
 pub mod cache;
+pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod http;
-pub mod python;
+pub mod identity;
+pub mod process;
 pub mod request;
-pub mod runtime;
 pub mod sources;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod token;
 
 use pyo3::prelude::*;
 
+/// The Rust core of adk-token-exchange (see `adk_token_exchange._native.pyi`).
 #[pymodule]
 mod _native {
+    #[pymodule_export]
+    use crate::bindings::awaitable::Coroutine;
+    #[pymodule_export]
+    use crate::bindings::credentials::{
+        impersonation_chain, Credentials, PyToken, PyTokenRequest, SourceInfo,
+    };
+    #[pymodule_export]
+    use crate::bindings::exchanger::ServiceAccountExchanger;
+    #[pymodule_export]
+    use crate::bindings::{clear_cache, configure, reset_application_default};
+
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
-        crate::python::init_module(m)
+        crate::bindings::init_module(m)
     }
 }

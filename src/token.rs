@@ -3,7 +3,9 @@
 //! `Secret` is the only type that holds key material or token text: its
 //! `Debug`/`Display` print `***` and its bytes are zeroized on drop.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -65,15 +67,66 @@ impl TokenKind {
 }
 
 /// A token with its expiry, as wall-clock time (what Google reports).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Token {
     pub value: Secret,
     pub kind: TokenKind,
     /// When the token stops being valid.
     pub expires_at: SystemTime,
+    /// What a caller derived from this token once (the bindings keep ADK's
+    /// result here), so it lives and dies with the cached token.
+    pub derived: Derived,
+}
+
+impl Clone for Token {
+    fn clone(&self) -> Self {
+        Token::new(self.value.clone(), self.kind, self.expires_at)
+    }
+}
+
+/// A value computed once per token by a layer above the core; empty on a
+/// clone. The core never looks inside.
+#[derive(Default)]
+pub struct Derived(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl Derived {
+    /// The value, computing it with `make` the first time.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(make())).downcast_ref()
+    }
+
+    /// The value, if already computed.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.0.get()?.downcast_ref()
+    }
+
+    /// Stores `value` unless one is there already; returns the one kept.
+    pub fn set<T: Any + Send + Sync>(&self, value: T) -> Option<&T> {
+        let _ = self.0.set(Box::new(value));
+        self.get()
+    }
+}
+
+impl fmt::Debug for Derived {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Derived(..)"
+        } else {
+            "Derived(-)"
+        })
+    }
 }
 
 impl Token {
+    pub fn new(value: Secret, kind: TokenKind, expires_at: SystemTime) -> Self {
+        Token {
+            value,
+            kind,
+            expires_at,
+            derived: Derived::default(),
+        }
+    }
+
     /// Seconds since the Unix epoch at which the token expires.
     pub fn expires_at_unix(&self) -> f64 {
         self.expires_at
@@ -88,24 +141,43 @@ impl Token {
     }
 }
 
+/// Largest JWT part decoded (an ID token is ~1 KiB).
+pub const MAX_JWT_PART: usize = 64 * 1024;
+
+/// The three parts of a compact JWS (`header.payload.signature`), base64url
+/// decoded (header, payload) and as written (signature), or `None` if the
+/// text is not one. Nothing is verified: this is the one JWT reader, used
+/// where we are the token's bearer and by the verifier before it checks.
+pub fn jwt_parts(jwt: &str) -> Option<(Vec<u8>, Vec<u8>, &str)> {
+    let mut parts = jwt.split('.');
+    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || header.len() > MAX_JWT_PART || payload.len() > MAX_JWT_PART {
+        return None;
+    }
+    let decode = |part: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part.trim_end_matches('='))
+            .ok()
+    };
+    Some((decode(header)?, decode(payload)?, signature))
+}
+
+/// The claims of a JWT, unverified (see [`jwt_parts`]).
+pub fn jwt_claims<T: serde::de::DeserializeOwned>(jwt: &str) -> Option<T> {
+    let (_, payload, _) = jwt_parts(jwt)?;
+    serde_json::from_slice(&payload).ok()
+}
+
 /// Reads the `exp` claim of a JWT without verifying its signature: we are its
 /// bearer, not its audience, and only need to know when to refresh it.
 ///
 /// Returns `None` when the text is not a JWT or has no numeric `exp`.
 pub fn jwt_expiry(jwt: &str) -> Option<SystemTime> {
-    let mut parts = jwt.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || payload.len() > 64 * 1024 {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
     #[derive(serde::Deserialize)]
     struct Claims {
         exp: Option<serde_json::Number>,
     }
-    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    let claims: Claims = jwt_claims(jwt)?;
     let exp = claims.exp?.as_f64()?;
     if !(0.0..=1e11).contains(&exp) {
         return None;

@@ -16,7 +16,8 @@ the service URL::
 
 ``id_token_credential`` installs the exchanger; with a hand-built
 ``ServiceAccount(use_id_token=True, audience=...)`` call :func:`install` once.
-Importing this package does not import ADK.
+Importing this package imports neither ADK nor the Rust core; each is loaded
+on first use.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _native
 from .errors import (
     ConfigurationError,
     CredentialsNotFoundError,
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from google.adk.auth.auth_credential import AuthCredential
 
     from .exchanger import ServiceAccountExchanger
+
+    __version__: str
 
 __all__ = [
     "ConfigurationError",
@@ -59,8 +61,6 @@ __all__ = [
     "uninstall",
 ]
 
-__version__: str = _native.__version__
-
 _CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 
 
@@ -78,9 +78,9 @@ def install() -> None:
     exchanger. :func:`id_token_credential` and :func:`access_token_credential`
     call it for you.
     """
-    from . import _adk
+    from ._adk.install import install as adk_install
 
-    _adk.install()
+    adk_install()
 
 
 def uninstall() -> None:
@@ -89,15 +89,14 @@ def uninstall() -> None:
     ADK objects configured while installed get ADK's exchanger back too.
     Idempotent. Cached tokens are kept (see :func:`clear_cache`).
     """
-    if "adk_token_exchange._adk" in sys.modules:
-        from . import _adk
-
-        _adk.uninstall()
+    module = sys.modules.get("adk_token_exchange._adk.install")
+    if module is not None:
+        module.uninstall()
 
 
 def is_installed() -> bool:
     """Whether :func:`install` is in effect."""
-    module = sys.modules.get("adk_token_exchange._adk")
+    module = sys.modules.get("adk_token_exchange._adk.install")
     return bool(module is not None and module.is_installed())
 
 
@@ -141,9 +140,9 @@ def id_token_credential(
     Raises:
       ConfigurationError: An argument is unusable (the message says which).
     """
-    from . import _adk
+    from ._adk.credentials import id_token_credential as build
 
-    return _adk.id_token_credential(
+    return build(
         audience,
         service_account_key=service_account_key,
         impersonate=impersonate,
@@ -168,9 +167,9 @@ def access_token_credential(
     Raises:
       ConfigurationError: An argument is unusable (the message says which).
     """
-    from . import _adk
+    from ._adk.credentials import access_token_credential as build
 
-    return _adk.access_token_credential(
+    return build(
         scopes,
         service_account_key=service_account_key,
         impersonate=impersonate,
@@ -198,6 +197,8 @@ def configure(
         of a token's lifetime).
       max_attempts: Attempts per request on transient errors.
     """
+    from . import _native
+
     _native.configure(
         connect_timeout=connect_timeout,
         request_timeout=request_timeout,
@@ -208,18 +209,21 @@ def configure(
 
 
 def clear_cache() -> None:
-    """Forget every cached token, resolved credential and built result."""
+    """Forget every cached token, resolved credential and remembered request."""
+    from . import _native
+
     _native.clear_cache()
-    module = sys.modules.get("adk_token_exchange._adk")
-    if module is not None:
-        module.forget()
 
 
 def __getattr__(name: str) -> Any:
     # ServiceAccountExchanger subclasses ADK's BaseCredentialExchanger, so it
-    # imports ADK: only when asked for.
+    # imports ADK; the version lives in the Rust core: each only when asked for.
     if name == "ServiceAccountExchanger":
         from .exchanger import ServiceAccountExchanger
 
         return ServiceAccountExchanger
+    if name == "__version__":
+        from . import _native
+
+        return _native.__version__
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

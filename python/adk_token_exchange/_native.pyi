@@ -1,25 +1,53 @@
-"""Stubs for the Rust core (``src/python.rs``). Checked by ``mypy.stubtest``."""
+"""Stubs for the Rust core (``src/bindings/``). Checked by ``mypy.stubtest``."""
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, final
+from collections.abc import Callable, Generator, Sequence
+from collections.abc import Coroutine as _Coroutine
+from typing import Any, Literal, TypeVar, final
 
 from typing_extensions import disjoint_base
 
 __all__ = [
+    "Coroutine",
     "Credentials",
     "ServiceAccountExchanger",
     "SourceInfo",
     "Token",
+    "TokenRequest",
     "__version__",
     "clear_cache",
     "configure",
+    "impersonation_chain",
+    "reset_application_default",
 ]
 
 __version__: str
 
+_T_co = TypeVar("_T_co", covariant=True)
+
+@final
+class Coroutine(_Coroutine[Any, Any, _T_co]):
+    """A coroutine over a core operation (``asyncio.iscoroutine`` is true).
+
+    Nothing runs until it is awaited; a cached answer finishes on the first
+    step, without an asyncio future; otherwise the running loop is woken by
+    the core's runtime when the answer is there.
+    """
+
+    def __await__(self) -> Generator[Any, None, _T_co]: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any: ...
+    def close(self) -> None: ...
+    @property
+    def __name__(self) -> str: ...
+    @property
+    def __qualname__(self) -> str: ...
+    @property
+    def cr_running(self) -> bool: ...
+
 @final
 class Token:
-    """A token and its expiry. ``repr`` never shows the value."""
+    """A token and its expiry. ``repr`` never shows the value; it cannot be pickled."""
 
     @property
     def value(self) -> str: ...
@@ -31,6 +59,8 @@ class Token:
 
     @property
     def quota_project_id(self) -> str | None: ...
+    def claims(self) -> dict[str, Any] | None:
+        """An ID token's JWT payload, unverified; ``None`` for an access token."""
 
 @final
 class SourceInfo:
@@ -60,24 +90,27 @@ class SourceInfo:
     def steps(self) -> list[str]:
         """ADC resolution, one line per step checked (for ``doctor``)."""
 
+_Chain = str | Sequence[str] | None
+
 @final
 class Credentials:
-    """A Google credential source plus its token cache.
+    """A Google credential source; its tokens live in the process-wide cache.
 
-    Instances with the same identity share one cache per process. Creating one
-    never does I/O; Application Default Credentials are resolved on first use.
+    Handles on the same key material share one cache. ``from_file`` reads the
+    file; Application Default Credentials are resolved on first use.
+    ``impersonate`` is a service account email or ``[delegate..., target]``.
     """
 
     @staticmethod
     def application_default(
-        *, impersonate: str | None = None, delegates: Sequence[str] = ...
+        *, impersonate: _Chain = None, delegates: Sequence[str] = ...
     ) -> Credentials: ...
     @staticmethod
     def from_service_account_info(
         info: str,
         *,
         origin: str = ...,
-        impersonate: str | None = None,
+        impersonate: _Chain = None,
         delegates: Sequence[str] = ...,
     ) -> Credentials:
         """``info`` is the key's JSON text; ``origin`` names it in errors
@@ -85,17 +118,21 @@ class Credentials:
 
     @staticmethod
     def from_file(
-        path: str, *, impersonate: str | None = None, delegates: Sequence[str] = ...
+        path: str, *, impersonate: _Chain = None, delegates: Sequence[str] = ...
     ) -> Credentials:
         """Any ADC JSON file: service_account, authorized_user, impersonated_service_account."""
 
     @property
     def identity(self) -> str:
-        """Stable cache identity; contains no secret."""
+        """A name for logs: the principal and a short keyed digest; no secret."""
 
     def resolve(self) -> SourceInfo:
         """Resolve (ADC discovery, may probe the metadata server); blocks this thread."""
 
+    def id_token_request(self, audience: str) -> TokenRequest:
+        """Bind an audience (validated now) for repeated lookups."""
+
+    def access_token_request(self, scopes: Sequence[str]) -> TokenRequest: ...
     def cached_id_token(self, audience: str) -> Token | None:
         """The cached token if still valid, without I/O or await; in the
         refresh window it also starts one background refresh."""
@@ -105,29 +142,60 @@ class Credentials:
         """Blocking (GIL released); served from the cache when fresh."""
 
     def access_token(self, scopes: Sequence[str]) -> Token: ...
-    def id_token_async(self, audience: str) -> Awaitable[Token]:
-        """Never blocks the event loop; a fresh cached token completes at once."""
+    def id_token_async(self, audience: str) -> Coroutine[Token]:
+        """A coroutine; never blocks the event loop; cached: done on its first step."""
 
-    def access_token_async(self, scopes: Sequence[str]) -> Awaitable[Token]: ...
+    def access_token_async(self, scopes: Sequence[str]) -> Coroutine[Token]: ...
+
+@final
+class TokenRequest:
+    """Credentials bound to one validated request: the hot path's handle."""
+
+    def cached(self) -> Token | None:
+        """The cached token if fresh; never waits."""
+
+    def blocking(self) -> Token:
+        """The token; waits on this thread (GIL released) only on a miss."""
+
+    def token(self) -> Coroutine[Token]:
+        """A coroutine for the token."""
+
+    @property
+    def kind(self) -> Literal["access", "id"]: ...
+    @property
+    def target(self) -> str | tuple[str, ...]:
+        """The audience, or the sorted scopes."""
+
+    @property
+    def credentials(self) -> Credentials: ...
 
 @disjoint_base
 class ServiceAccountExchanger:
     """ADK's ``BaseCredentialExchanger`` interface, implemented in Rust.
 
-    ``exchanger.py`` subclasses it and supplies the three ADK-version-dependent
-    callables; see there.
+    ``exchanger.py`` subclasses it and supplies the four ADK-version-dependent
+    callables; see there and ``src/bindings/exchanger.rs``.
     """
 
     def __new__(
         cls,
-        read_request: Callable[[Any], tuple[Credentials, bool, str | Sequence[str]]],
-        build_result: Callable[[Token, Any], tuple[Any, Any]],
+        request_key: Callable[[Any], Any],
+        read_request: Callable[[Any], TokenRequest],
+        build_result: Callable[[Token], tuple[Any, Any]],
         wrap_error: Callable[[BaseException], BaseException],
     ) -> ServiceAccountExchanger: ...
-    def exchange(self, auth_credential: Any, auth_scheme: Any = None) -> Awaitable[Any]: ...
+    def exchange(
+        self, auth_credential: Any, auth_scheme: Any = None
+    ) -> _Coroutine[Any, Any, Any]: ...
+    def ready_exchange(self, auth_credential: Any) -> Any | None:
+        """The ``ExchangeResult`` when the token is cached, else ``None``; never waits."""
+
     def exchange_credential(self, auth_scheme: Any, auth_credential: Any = None) -> Any: ...
-    def clear_results(self) -> None:
-        """Drop the requests parsed and results built so far (``clear_cache`` does)."""
+
+def impersonation_chain(
+    impersonate: _Chain, delegates: Sequence[str] = ...
+) -> tuple[str, list[str]] | None:
+    """``(target, delegates)`` as the core reads ``impersonate=``/``delegates=``."""
 
 def configure(
     *,
@@ -140,4 +208,7 @@ def configure(
     """Process-wide settings (seconds). ``None`` leaves a setting unchanged."""
 
 def clear_cache() -> None:
-    """Forget every cached token and resolved ADC (tests, ``doctor``)."""
+    """Forget every cached token, ADC resolution and remembered request."""
+
+def reset_application_default() -> None:
+    """Forget ADC resolutions (not tokens): discovery runs again on next use."""

@@ -62,9 +62,11 @@ from google.adk.auth.auth_tool import AuthConfig  # noqa: E402
 from google.adk.auth.base_auth_provider import BaseAuthProvider  # noqa: E402
 from pydantic import Field, field_validator, model_validator  # noqa: E402
 
-from . import _adk, errors  # noqa: E402
+from . import errors  # noqa: E402
+from ._adk import errors as adk_errors  # noqa: E402
+from ._adk.model import build_result  # noqa: E402
 from ._audience import origin_of  # noqa: E402
-from ._native import Credentials  # noqa: E402
+from ._native import Credentials, impersonation_chain  # noqa: E402
 
 if TYPE_CHECKING:
     from google.adk.auth.auth_schemes import AuthScheme
@@ -145,23 +147,18 @@ class GoogleIdTokenAuthScheme(CustomAuthScheme):
                 " credentials_file=<path of the key file>, or leave it out to use Application"
                 " Default Credentials."
             )
+        if "impersonate" not in data and "delegates" not in data:
+            return data
         impersonate = data.get("impersonate")
-        if isinstance(impersonate, (list, tuple)):
-            chain = list(impersonate)
-            if not chain or not all(isinstance(e, str) and e for e in chain):
-                raise ValueError(
-                    "impersonate must be a service account email or a list"
-                    " [delegate..., target] of emails"
-                )
-            if len(chain) > 1 and data.get("delegates"):
-                raise ValueError(
-                    "give delegates either as delegates= or as the leading entries of"
-                    " impersonate=[delegate..., target], not both"
-                )
-            data = {**data, "impersonate": chain[-1]}
-            if len(chain) > 1:
-                data["delegates"] = chain[:-1]
-        return data
+        if isinstance(impersonate, tuple):
+            impersonate = list(impersonate)
+        try:
+            # The core's one reading of the chain, and its messages.
+            chain = impersonation_chain(impersonate, list(data.get("delegates") or ()))
+        except (errors.ConfigurationError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        target, delegates = chain if chain is not None else (None, [])
+        return {**data, "impersonate": target, "delegates": delegates}
 
     @field_validator("audience")
     @classmethod
@@ -186,12 +183,6 @@ class GoogleIdTokenAuthScheme(CustomAuthScheme):
                 )
             return os.path.abspath(value)
         return value
-
-    @model_validator(mode="after")
-    def _delegates_need_a_target(self) -> GoogleIdTokenAuthScheme:
-        if self.delegates and not self.impersonate:
-            raise ValueError("delegates= needs impersonate=<target service account>")
-        return self
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
@@ -233,7 +224,7 @@ class GoogleIdTokenAuthProvider(BaseAuthProvider):
         """
         scheme = auth_config.auth_scheme
         if not isinstance(scheme, GoogleIdTokenAuthScheme):
-            raise _adk.ConfigurationError(
+            raise adk_errors.ConfigurationError(
                 "GoogleIdTokenAuthProvider answers GoogleIdTokenAuthScheme only, not"
                 f" {type(scheme).__name__}: register another provider for that scheme"
             )
@@ -241,8 +232,8 @@ class GoogleIdTokenAuthProvider(BaseAuthProvider):
             credentials = _credentials_for(scheme)
             token = await credentials.id_token_async(scheme.token_audience)
         except errors.TokenExchangeError as exc:
-            raise _adk.wrap_error(exc) from exc
-        built, _ = _adk.build_result(token, None)
+            raise adk_errors.wrap_error(exc) from exc
+        built, _ = build_result(token)
         return built
 
 

@@ -1,14 +1,17 @@
 """``ServiceAccountExchanger``: the Rust exchanger, made an ADK credential exchanger.
 
 The Rust class (``_native.ServiceAccountExchanger``) implements ADK's two
-exchanger interfaces: ``async exchange(auth_credential, auth_scheme=None)``
-(``BaseCredentialExchanger``, used by every ``CredentialManager``) and the older
-synchronous ``exchange_credential(auth_scheme, auth_credential)`` (used by the
-OpenAPI tools' ``AutoAuthCredentialExchanger``). What depends on ADK's version
-— reading its model, building its result, its error types — is in ``_adk.py``
-and handed to the core here. A warm call is answered by the core from memory
-(the result built once per token, no await, no asyncio future); a miss is
-fetched on the core's runtime, single-flight, off the event loop.
+exchanger interfaces: ``exchange(auth_credential, auth_scheme=None)``
+(``BaseCredentialExchanger``, used by every ``CredentialManager``) and the
+older synchronous ``exchange_credential(auth_scheme, auth_credential)`` (used
+by the OpenAPI tools' ``AutoAuthCredentialExchanger``). What depends on ADK's
+version (reading its model, building its result, its error types) is in the
+ADK adapter (``_adk.model``, ``_adk.errors``) and handed to the core here.
+
+``exchange`` is a real ``async def``: ADK declares it so, and
+``inspect.iscoroutinefunction`` says so. A warm call is answered by the core
+from memory without awaiting anything; a miss awaits one shared fetch on the
+core's runtime, off the event loop.
 
 It deliberately does not subclass ADK's ``ServiceAccountCredentialExchanger``:
 ADK calls that class synchronously, on the event loop.
@@ -16,18 +19,23 @@ ADK calls that class synchronously, on the event loop.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
-from google.adk.auth.exchanger.base_credential_exchanger import BaseCredentialExchanger
+from google.adk.auth.exchanger.base_credential_exchanger import (
+    BaseCredentialExchanger,
+    ExchangeResult,
+)
 
-from . import _adk, _native
+from . import _native
+from ._adk import model
+from ._adk.errors import wrap_error
 
 __all__ = ["ServiceAccountExchanger"]
 
+_exchange_coroutine = _native.ServiceAccountExchanger.exchange
 
-# mypy sees the native exchange() returning an Awaitable where ADK declares a
-# coroutine; ADK only awaits it, which is all an Awaitable promises.
-class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExchanger):  # type: ignore[misc]
+
+class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExchanger):
     """Google ID and access tokens for ADK ``SERVICE_ACCOUNT`` credentials.
 
     Reads ADK's ``ServiceAccount`` model: ``use_id_token=True`` with ``audience``
@@ -51,13 +59,28 @@ class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExc
     def __new__(cls) -> ServiceAccountExchanger:
         return cast(
             ServiceAccountExchanger,
-            super().__new__(cls, _adk.read_request, _adk.build_result, _adk.wrap_error),
+            super().__new__(
+                cls, model.request_key, model.read_request, model.build_result, wrap_error
+            ),
         )
 
     def __init__(self) -> None:
         # The state lives in the core; this also keeps ADK's @experimental
         # wrapper of BaseCredentialExchanger.__init__ (a warning) out of the way.
         pass
+
+    async def exchange(self, auth_credential: Any, auth_scheme: Any = None) -> ExchangeResult:
+        """ADK's ``BaseCredentialExchanger.exchange``: the bearer credential for the token.
+
+        Raises:
+          adk_token_exchange.errors.TokenExchangeError: No token could be
+            obtained (also ADK's ``CredentialExchangeError``); the subclass
+            and message say why and what to do.
+        """
+        result = self.ready_exchange(auth_credential)
+        if result is None:
+            result = await _exchange_coroutine(self, auth_credential, auth_scheme)
+        return cast(ExchangeResult, result)
 
     def __repr__(self) -> str:
         return f"{type(self).__module__}.{type(self).__qualname__}()"

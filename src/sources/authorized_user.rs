@@ -5,9 +5,10 @@
 //! documents it: <https://developers.google.com/identity/protocols/oauth2/web-server#offline>):
 //! `POST token_uri` with `grant_type=refresh_token`, `client_id`,
 //! `client_secret`, `refresh_token`.
-//! - Access tokens: no `scope` is sent, as google-auth does when none is
-//!   configured, so the token carries the scopes granted at login (gcloud's
-//!   default includes cloud-platform); requested scopes cannot widen them.
+//! - Access tokens: the requested scopes are sent as `scope`, so the token
+//!   carries exactly those (least privilege: a read-only request gets a
+//!   read-only token, not the login's full cloud-platform grant); Google
+//!   refuses scopes the login was not granted (`invalid_scope`).
 //! - ID tokens: the same grant's `id_token`. Its `aud` is the OAuth client
 //!   id, **not** the requested audience — exactly what
 //!   `gcloud auth print-identity-token` prints. Cloud Run accepts such
@@ -17,31 +18,33 @@
 //!   [`super::impersonated`]. A warning says so once per process.
 //!
 //! Security: the refresh token and client secret are long-lived secrets;
-//! they only ever travel to `token_uri`, which must be https (or http to a
-//! loopback emulator). `token_uri` is honoured when present (google-auth
-//! ignores it for this type); absent, it is Google's endpoint.
+//! they only ever travel to `token_uri`, which must be a Google host over
+//! https (or loopback, for emulators; see `http::endpoint`). `token_uri` is
+//! honoured when present (google-auth ignores it for this type); absent, it
+//! is Google's endpoint.
 //!
 //! ```no_run
 //! # async fn run() -> _native::error::Result<()> {
 //! use _native::{request::TokenRequest, sources::TokenSource};
 //! let path = std::path::Path::new("/home/me/.config/gcloud/application_default_credentials.json");
 //! let source = _native::adc::from_file(path, None)?;
-//! let token = source.fetch(&TokenRequest::access(Vec::<String>::new())).await?;
+//! let token = source.fetch(&TokenRequest::access(Vec::<String>::new())?).await?;
 //! # Ok(()) }
 //! ```
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Once;
 
 use reqwest::Url;
 
 use super::{
-    access_token_from_json, check_request, id_token_from_json, optional, required, BoxFuture,
-    CredentialFile, SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
+    access_token_from_json, id_token_from_json, optional, required, BoxFuture, CredentialFile,
+    SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
 };
-use crate::error::{Error, Result};
+use crate::error::{self, Error, Result};
+use crate::http::endpoint::GOOGLE_UNIVERSE;
 use crate::http::{self, Call};
+use crate::identity::Identity;
 use crate::request::TokenRequest;
 use crate::token::{Secret, Token};
 
@@ -55,9 +58,8 @@ pub struct AuthorizedUser {
     token_uri: Url,
     quota_project_id: Option<String>,
     origin: String,
-    /// Tells two users of the same OAuth client (gcloud's) apart in cache
-    /// keys without revealing anything: a 64-bit hash of the refresh token.
-    fingerprint: u64,
+    /// Client id, client secret and refresh token (keyed: see `identity.rs`).
+    identity: Identity,
 }
 
 impl AuthorizedUser {
@@ -70,17 +72,27 @@ impl AuthorizedUser {
         let client_secret = required(f.client_secret, origin, kind, "client_secret")?;
         let refresh_token = required(f.refresh_token, origin, kind, "refresh_token")?;
         let token_uri = optional(f.token_uri).unwrap_or_else(|| DEFAULT_TOKEN_URI.to_owned());
-        let token_uri = http::secure_endpoint(&token_uri, &format!("{origin}: field `token_uri`"))?;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        refresh_token.expose().hash(&mut h);
+        let token_uri = http::credential_endpoint(
+            &token_uri,
+            &format!("{origin}: field `token_uri`"),
+            GOOGLE_UNIVERSE,
+        )?;
+        let quota_project_id = optional(f.quota_project_id);
+        let identity = Identity::builder("authorized_user")
+            .part(client_id.as_bytes())
+            .fingerprint(client_secret.expose().as_bytes())
+            .fingerprint(refresh_token.expose().as_bytes())
+            .part(token_uri.as_str().as_bytes())
+            .optional(quota_project_id.as_deref())
+            .finish(format_args!("user:{client_id}"));
         Ok(AuthorizedUser {
             client_id,
             client_secret,
             refresh_token,
             token_uri,
-            quota_project_id: optional(f.quota_project_id),
+            quota_project_id,
             origin: origin.to_owned(),
-            fingerprint: h.finish(),
+            identity,
         })
     }
 
@@ -99,20 +111,22 @@ impl AuthorizedUser {
     }
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
-        check_request(request)?;
         if let TokenRequest::Id { .. } = request {
             warn_about_id_token_audience();
         }
-        let call = Call::post_form(
-            self.token_uri.clone(),
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", &self.client_id),
-                ("client_secret", self.client_secret.expose()),
-                ("refresh_token", self.refresh_token.expose()),
-            ],
-            "token request",
-        );
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose()),
+            ("refresh_token", self.refresh_token.expose()),
+        ];
+        // Scopes asked are scopes requested (RFC 6749 §6): the token is
+        // narrowed to them. An ID token keeps the login's own grant.
+        let scope = request.scope_param();
+        if let Some(scope) = &scope {
+            form.push(("scope", scope));
+        }
+        let call = Call::post_form(self.token_uri.clone(), &form, "token request");
         let endpoint = http::endpoint_label(&self.token_uri);
         let reply = http::send(&call).await.map_err(explain)?;
         match request {
@@ -131,7 +145,7 @@ impl AuthorizedUser {
 }
 
 fn explain(e: Error) -> Error {
-    http::with_hint(e, None, |error| {
+    error::with_hint(e, None, |error| {
         match error {
         Some("invalid_grant") | Some("invalid_rapt") => {
             "the gcloud login has expired or was revoked; re-run `gcloud auth application-default login`".to_owned()
@@ -175,11 +189,8 @@ impl TokenSource for AuthorizedUser {
         Box::pin(self.fetch_token(request))
     }
 
-    fn identity(&self) -> String {
-        format!(
-            "user:{}@{}#{:016x}",
-            self.client_id, self.token_uri, self.fingerprint
-        )
+    fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     fn describe(&self) -> SourceDescription {
@@ -197,8 +208,7 @@ impl TokenSource for AuthorizedUser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::testing::{Answer, Server};
-    use crate::sources::testing::{jwt_expiring_in, user_json};
+    use crate::testing::{jwt_expiring_in, user_json, Answer, Server};
     use crate::token::TokenKind;
 
     fn user(server: &Server) -> AuthorizedUser {
@@ -210,14 +220,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refresh_grant_yields_an_access_token_without_sending_scope() {
+    async fn refresh_grant_yields_an_access_token_for_exactly_the_requested_scopes() {
         let server = Server::always(Answer::json(
             200,
             r#"{"access_token":"ya29.user","expires_in":3599,"scope":"openid"}"#,
         ))
         .await;
         let t = user(&server)
-            .fetch(&TokenRequest::access(["x"]))
+            .fetch(
+                &TokenRequest::access(["https://www.googleapis.com/auth/devstorage.read_only"])
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(t.value.expose(), "ya29.user");
@@ -232,7 +245,10 @@ mod tests {
             seen[0].form("client_secret").as_deref(),
             Some("d-TEST-SECRET")
         );
-        assert_eq!(seen[0].form("scope"), None);
+        assert_eq!(
+            seen[0].form("scope").as_deref(),
+            Some("https://www.googleapis.com/auth/devstorage.read_only")
+        );
     }
 
     #[tokio::test]
@@ -244,11 +260,12 @@ mod tests {
         ))
         .await;
         let t = user(&server)
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap();
         assert_eq!(t.kind, TokenKind::Id);
         assert_eq!(t.value.expose(), jwt);
+        assert_eq!(server.seen()[0].form("scope"), None);
     }
 
     #[tokio::test]
@@ -259,7 +276,7 @@ mod tests {
         ))
         .await;
         let e = user(&server)
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap_err();
         assert!(matches!(e, Error::InvalidResponse { .. }), "{e:?}");
@@ -278,7 +295,7 @@ mod tests {
         ))
         .await;
         let e = user(&server)
-            .fetch(&TokenRequest::access(Vec::<String>::new()))
+            .fetch(&TokenRequest::access(Vec::<String>::new()).unwrap())
             .await
             .unwrap_err();
         let text = e.to_string();
@@ -310,14 +327,50 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_str(&user_json(None)).unwrap();
         v["refresh_token"] = "1//OTHER-USER".into();
         let b = AuthorizedUser::from_json(&v.to_string(), "b").unwrap();
-        assert!(a.identity().starts_with("user:764086051850-test.apps.googleusercontent.com@https://oauth2.googleapis.com/token#"));
+        let mut v: serde_json::Value = serde_json::from_str(&user_json(None)).unwrap();
+        v["client_secret"] = "d-OTHER-SECRET".into();
+        let c = AuthorizedUser::from_json(&v.to_string(), "c").unwrap();
+        let label = a.identity().label();
+        assert!(
+            label.starts_with("user:764086051850-test.apps.googleusercontent.com#"),
+            "{label}"
+        );
         assert_ne!(a.identity(), b.identity());
-        assert!(!a.identity().contains("TEST-REFRESH"));
+        assert_ne!(
+            a.identity(),
+            c.identity(),
+            "the client secret is part of the identity"
+        );
+        assert_eq!(
+            a.identity(),
+            AuthorizedUser::from_json(&user_json(None), "again")
+                .unwrap()
+                .identity()
+        );
+        assert!(!label.contains("TEST-REFRESH"));
         let debug = format!("{a:?}");
         assert!(
             !debug.contains("TEST-REFRESH") && !debug.contains("TEST-SECRET"),
             "{debug}"
         );
         assert_eq!(a.describe().quota_project_id.as_deref(), Some("quota-proj"));
+    }
+
+    #[test]
+    fn a_token_uri_outside_google_never_receives_the_refresh_token() {
+        let e = AuthorizedUser::from_json(
+            &user_json(Some("https://collector.example/token")),
+            "adc.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("adc.json: field `token_uri`") && e.contains("not a Google endpoint"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("TEST-REFRESH") && !e.contains("TEST-SECRET"),
+            "{e}"
+        );
     }
 }

@@ -31,7 +31,7 @@
 //! use _native::{adc, request::TokenRequest, sources::impersonated::Impersonation};
 //! let target = Impersonation { target: "mcp-caller@proj.iam.gserviceaccount.com".into(), delegates: vec![] };
 //! let source = adc::application_default(Some(target)).await?.source;
-//! let id = source.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")).await?;
+//! let id = source.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")?).await?;
 //! # Ok(()) }
 //! ```
 
@@ -42,12 +42,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::Url;
 
 use super::{
-    access_token_until, check_request, id_token_from_json, invalid, optional, required, BoxFuture,
+    access_token_until, id_token_from_json, invalid, optional, required, universe_of, BoxFuture,
     CredentialFile, ResponseFields, SourceDescription, SourceKind, TokenSource,
 };
-use crate::error::{Error, Result};
+use crate::error::{self, Error, Result};
+use crate::http::endpoint::GOOGLE_UNIVERSE;
 use crate::http::{self, Call};
-use crate::request::{TokenRequest, CLOUD_PLATFORM};
+use crate::identity::Identity;
+use crate::request::TokenRequest;
 use crate::token::Token;
 
 /// Google's IAM Service Account Credentials endpoint.
@@ -75,6 +77,48 @@ impl Impersonation {
             delegates: Vec::new(),
         }
     }
+
+    /// The one reading of what callers pass as `impersonate=` and
+    /// `delegates=`: `chain` is empty (no impersonation), `[target]`, or
+    /// `[delegate…, target]`; `delegates` is the alternative way to give the
+    /// delegates. Entries are service account emails (or
+    /// `projects/-/serviceAccounts/EMAIL`).
+    pub fn parse(chain: Vec<String>, delegates: Vec<String>) -> Result<Option<Self>> {
+        let chain: Vec<String> = chain.into_iter().map(|e| e.trim().to_owned()).collect();
+        let delegates: Vec<String> = delegates.into_iter().map(|e| e.trim().to_owned()).collect();
+        if chain.iter().chain(&delegates).any(String::is_empty) {
+            return Err(Error::Config(
+                "impersonate must be a service account email or a list [delegate..., target] of \
+                 emails, and delegates a list of emails; an entry is empty"
+                    .into(),
+            ));
+        }
+        let Some((target, leading)) = chain.split_last() else {
+            if delegates.is_empty() {
+                return Ok(None);
+            }
+            return Err(Error::Config(
+                "delegates were given without a service account to impersonate: pass \
+                 impersonate=<target service account email> too"
+                    .into(),
+            ));
+        };
+        if !leading.is_empty() && !delegates.is_empty() {
+            return Err(Error::Config(
+                "give delegates either as delegates= or as the leading entries of \
+                 impersonate=[delegate..., target], not both"
+                    .into(),
+            ));
+        }
+        Ok(Some(Impersonation {
+            target: target.clone(),
+            delegates: if leading.is_empty() {
+                delegates
+            } else {
+                leading.to_vec()
+            },
+        }))
+    }
 }
 
 /// A source that impersonates `target` using `inner`'s access token.
@@ -86,6 +130,8 @@ pub struct ImpersonatedServiceAccount {
     iam: Url,
     quota_project_id: Option<String>,
     origin: String,
+    /// The source's identity plus the whole chain and the IAM endpoint.
+    identity: Identity,
 }
 
 impl ImpersonatedServiceAccount {
@@ -96,7 +142,7 @@ impl ImpersonatedServiceAccount {
             Ok(v) if !v.trim().is_empty() => (v, IAM_ENDPOINT_VAR.to_owned()),
             _ => (DEFAULT_IAM_ENDPOINT.to_owned(), "IAM endpoint".to_owned()),
         };
-        let iam = iam_origin(&endpoint, &what)?;
+        let iam = iam_origin(&endpoint, &what, GOOGLE_UNIVERSE)?;
         let origin = format!(
             "{} impersonating {}",
             inner.describe().origin,
@@ -113,6 +159,7 @@ impl ImpersonatedServiceAccount {
         source: impl FnOnce(CredentialFile, &str) -> Result<Arc<dyn TokenSource>>,
     ) -> Result<Self> {
         let kind = SourceKind::ImpersonatedServiceAccount;
+        let universe = universe_of(&f);
         let url_field = format!("{origin}: field `service_account_impersonation_url`");
         let url = required(
             f.service_account_impersonation_url,
@@ -120,7 +167,7 @@ impl ImpersonatedServiceAccount {
             kind,
             "service_account_impersonation_url",
         )?;
-        let (iam, target) = parse_impersonation_url(&url, &url_field)?;
+        let (iam, target) = parse_impersonation_url(&url, &url_field, &universe)?;
         let inner_file = *f.source_credentials.ok_or_else(|| {
             Error::Config(format!(
                 "{origin}: field `source_credentials` is missing (required for type \"{}\")",
@@ -161,6 +208,15 @@ impl ImpersonatedServiceAccount {
                     .map(|e| format!("projects/-/serviceAccounts/{e}"))
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut id = Identity::builder("impersonated_service_account");
+        id.nested(inner.identity())
+            .part(target.as_bytes())
+            .part(iam.as_str().as_bytes())
+            .optional(quota_project_id.as_deref());
+        for d in &delegates {
+            id.part(d.as_bytes());
+        }
+        let identity = id.finish(format_args!("{}>{}", inner.identity().label(), target));
         Ok(ImpersonatedServiceAccount {
             inner,
             target,
@@ -168,6 +224,7 @@ impl ImpersonatedServiceAccount {
             iam,
             quota_project_id,
             origin,
+            identity,
         })
     }
 
@@ -190,11 +247,7 @@ impl ImpersonatedServiceAccount {
     }
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
-        check_request(request)?;
-        let caller = self
-            .inner
-            .fetch(&TokenRequest::access([CLOUD_PLATFORM]))
-            .await?;
+        let caller = self.inner.fetch(&TokenRequest::cloud_platform()).await?;
         let (url, body) = match request {
             TokenRequest::Access { scopes } => (
                 self.method_url("generateAccessToken"),
@@ -256,7 +309,7 @@ impl ImpersonatedServiceAccount {
     fn explain(&self, e: Error) -> Error {
         let target = self.target.clone();
         let member = self.caller_member();
-        let e = http::with_hint(e, Some(403), |_| {
+        let e = error::with_hint(e, Some(403), |_| {
             format!(
                 "grant roles/iam.serviceAccountTokenCreator on {target} to {member}: \
                  `gcloud iam service-accounts add-iam-policy-binding {target} \
@@ -265,7 +318,7 @@ impl ImpersonatedServiceAccount {
             )
         });
         let target = self.target.clone();
-        http::with_hint(e, Some(404), |_| {
+        error::with_hint(e, Some(404), |_| {
             format!("service account {target} does not exist; check the email")
         })
     }
@@ -287,19 +340,8 @@ impl TokenSource for ImpersonatedServiceAccount {
         Box::pin(self.fetch_token(request))
     }
 
-    fn identity(&self) -> String {
-        let mut id = self.inner.identity();
-        for d in &self.delegates {
-            id.push('>');
-            id.push_str(d.trim_start_matches("projects/-/serviceAccounts/"));
-        }
-        id.push('>');
-        id.push_str(&self.target);
-        let iam = self.iam.as_str().trim_end_matches('/');
-        if iam != DEFAULT_IAM_ENDPOINT {
-            id.push_str(&format!("[{iam}]"));
-        }
-        id
+    fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     fn describe(&self) -> SourceDescription {
@@ -315,9 +357,10 @@ impl TokenSource for ImpersonatedServiceAccount {
     }
 }
 
-/// The scheme://host[:port] of an IAM endpoint setting, checked for https.
-fn iam_origin(raw: &str, what: &str) -> Result<Url> {
-    let url = http::secure_endpoint(raw, what)?;
+/// The scheme://host[:port] of an IAM endpoint setting: a Google host
+/// (of `universe`) or loopback, since it receives the source's access token.
+fn iam_origin(raw: &str, what: &str, universe: &str) -> Result<Url> {
+    let url = http::credential_endpoint(raw, what, universe)?;
     let mut origin = url.clone();
     origin.set_path("/");
     origin.set_query(None);
@@ -327,11 +370,11 @@ fn iam_origin(raw: &str, what: &str) -> Result<Url> {
 
 /// `https://host/v1/projects/-/serviceAccounts/EMAIL:generateAccessToken` →
 /// (origin, EMAIL).
-fn parse_impersonation_url(raw: &str, what: &str) -> Result<(Url, String)> {
-    let origin = iam_origin(raw, what)?;
+fn parse_impersonation_url(raw: &str, what: &str, universe: &str) -> Result<(Url, String)> {
+    let origin = iam_origin(raw, what, universe)?;
     let bad = || {
         Error::Config(format!(
-            "{what}: {raw:?} is not of the form \
+            "{what}: the URL is not of the form \
              https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/EMAIL:generateAccessToken"
         ))
     };
@@ -452,26 +495,33 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::testing::{Answer, Server};
-    use crate::sources::testing::{env_lock, jwt_expiring_in, EnvVars};
+    use crate::testing::{env_lock, jwt_expiring_in, Answer, EnvVars, Server};
     use crate::token::{Secret, TokenKind};
 
     /// A fixed inner source, so the tests count only IAM's requests.
     #[derive(Debug)]
-    struct FixedToken(&'static str, Option<&'static str>);
+    struct Fixed(&'static str, Option<&'static str>, Identity);
 
-    impl TokenSource for FixedToken {
+    #[allow(non_snake_case)]
+    fn FixedToken(value: &'static str, principal: Option<&'static str>) -> Fixed {
+        let id = Identity::builder("fixed")
+            .part(value.as_bytes())
+            .finish("fixed");
+        Fixed(value, principal, id)
+    }
+
+    impl TokenSource for Fixed {
         fn fetch<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<Token>> {
             Box::pin(async move {
-                Ok(Token {
-                    value: Secret::new(self.0),
-                    kind: TokenKind::Access,
-                    expires_at: SystemTime::now() + Duration::from_secs(3600),
-                })
+                Ok(Token::new(
+                    Secret::new(self.0),
+                    TokenKind::Access,
+                    SystemTime::now() + Duration::from_secs(3600),
+                ))
             })
         }
-        fn identity(&self) -> String {
-            "fixed".into()
+        fn identity(&self) -> &Identity {
+            &self.2
         }
         fn describe(&self) -> SourceDescription {
             SourceDescription {
@@ -521,7 +571,7 @@ mod tests {
             target: target.into(),
             delegates: delegates.iter().map(|d| d.to_string()).collect(),
         };
-        let iam = iam_origin(&server.base, "test").unwrap();
+        let iam = iam_origin(&server.base, "test", GOOGLE_UNIVERSE).unwrap();
         ImpersonatedServiceAccount::build(
             Arc::new(FixedToken(
                 "ya29.caller",
@@ -568,16 +618,23 @@ mod tests {
         let (origin, email) = parse_impersonation_url(
             "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/mcp%40p.iam.gserviceaccount.com:generateAccessToken",
             "f",
+            GOOGLE_UNIVERSE,
         )
         .unwrap();
         assert_eq!(origin.as_str(), "https://iamcredentials.googleapis.com/");
         assert_eq!(email, "mcp@p.iam.gserviceaccount.com");
         assert!(parse_impersonation_url(
             "http://iam.example/v1/projects/-/serviceAccounts/a@b:generateAccessToken",
-            "f"
+            "f",
+            GOOGLE_UNIVERSE
         )
         .is_err());
-        assert!(parse_impersonation_url("https://iam.example/v1/nothing", "f").is_err());
+        assert!(parse_impersonation_url(
+            "https://iamcredentials.googleapis.com/v1/nothing",
+            "f",
+            GOOGLE_UNIVERSE
+        )
+        .is_err());
     }
 
     #[tokio::test]
@@ -593,7 +650,10 @@ mod tests {
             "target@p.iam.gserviceaccount.com",
             &["mid@p.iam.gserviceaccount.com"],
         );
-        let t = src.fetch(&TokenRequest::access(["s1"])).await.unwrap();
+        let t = src
+            .fetch(&TokenRequest::access(["s1"]).unwrap())
+            .await
+            .unwrap();
         assert_eq!(t.value.expose(), "ya29.imp");
         assert!(t.remaining(SystemTime::now()) > Duration::from_secs(3500));
         let seen = server.seen();
@@ -616,7 +676,7 @@ mod tests {
         let server = Server::always(Answer::json(200, format!(r#"{{"token":"{jwt}"}}"#))).await;
         let src = impersonating(&server, "target@p.iam.gserviceaccount.com", &[]);
         let t = src
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap();
         assert_eq!(t.kind, TokenKind::Id);
@@ -639,7 +699,7 @@ mod tests {
         .await;
         let src = impersonating(&server, "target@p.iam.gserviceaccount.com", &[]);
         let e = src
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap_err();
         let text = e.to_string();
@@ -660,7 +720,10 @@ mod tests {
         ))
         .await;
         let src = impersonating(&server, "target@p.iam.gserviceaccount.com", &[]);
-        let e = src.fetch(&TokenRequest::access(["s"])).await.unwrap_err();
+        let e = src
+            .fetch(&TokenRequest::access(["s"]).unwrap())
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::InvalidResponse { .. }), "{e:?}");
     }
 
@@ -676,10 +739,31 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(
-            src.identity(),
-            "fixed>d@p.iam.gserviceaccount.com>t@p.iam.gserviceaccount.com"
+        assert!(
+            src.identity().label().starts_with("fixed#")
+                && src
+                    .identity()
+                    .label()
+                    .contains(">t@p.iam.gserviceaccount.com#"),
+            "{}",
+            src.identity()
         );
+        let without_delegate = ImpersonatedServiceAccount::new(
+            Arc::new(FixedToken("t", None)),
+            Impersonation::new("t@p.iam.gserviceaccount.com"),
+        )
+        .unwrap();
+        assert_ne!(
+            src.identity(),
+            without_delegate.identity(),
+            "the chain is part of it"
+        );
+        let other_source = ImpersonatedServiceAccount::new(
+            Arc::new(FixedToken("u", None)),
+            Impersonation::new("t@p.iam.gserviceaccount.com"),
+        )
+        .unwrap();
+        assert_ne!(without_delegate.identity(), other_source.identity());
         let d = src.describe();
         assert_eq!(
             d.impersonating.as_deref(),
@@ -689,25 +773,82 @@ mod tests {
     }
 
     #[test]
-    fn iam_endpoint_setting_must_be_https_or_loopback() {
+    fn iam_endpoint_setting_must_be_google_or_loopback() {
         let _lock = env_lock();
         let _env = EnvVars::set(&[(IAM_ENDPOINT_VAR, Some("http://iam.example.com"))]);
-        let e = ImpersonatedServiceAccount::new(
-            Arc::new(FixedToken("t", None)),
-            Impersonation::new("t@p.iam.gserviceaccount.com"),
-        )
-        .unwrap_err();
+        let imp = || {
+            ImpersonatedServiceAccount::new(
+                Arc::new(FixedToken("t", None)),
+                Impersonation::new("t@p.iam.gserviceaccount.com"),
+            )
+        };
+        let e = imp().unwrap_err();
         assert!(e.to_string().contains(IAM_ENDPOINT_VAR), "{e}");
+        std::env::set_var(IAM_ENDPOINT_VAR, "https://iam.attacker.example");
+        let e = imp().unwrap_err().to_string();
+        assert!(
+            e.contains(IAM_ENDPOINT_VAR) && e.contains("not a Google endpoint"),
+            "{e}"
+        );
+        std::env::set_var(
+            IAM_ENDPOINT_VAR,
+            "https://iamcredentials-x.p.googleapis.com",
+        );
+        assert!(imp().is_ok());
         std::env::set_var(IAM_ENDPOINT_VAR, "http://127.0.0.1:8123");
-        let src = ImpersonatedServiceAccount::new(
-            Arc::new(FixedToken("t", None)),
-            Impersonation::new("t@p.iam.gserviceaccount.com"),
+        let local = imp().unwrap();
+        std::env::remove_var(IAM_ENDPOINT_VAR);
+        assert_ne!(
+            local.identity(),
+            imp().unwrap().identity(),
+            "the endpoint is part of it"
+        );
+    }
+
+    #[test]
+    fn the_chain_is_read_one_way_whatever_the_caller() {
+        let s = |v: &[&str]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        assert_eq!(Impersonation::parse(vec![], vec![]).unwrap(), None);
+        let one = Impersonation::parse(s(&["t@p"]), vec![]).unwrap().unwrap();
+        assert_eq!((one.target.as_str(), one.delegates.len()), ("t@p", 0));
+        let chain = Impersonation::parse(s(&["d@p", "t@p"]), vec![])
+            .unwrap()
+            .unwrap();
+        assert_eq!(chain.delegates, s(&["d@p"]));
+        let split = Impersonation::parse(s(&["t@p"]), s(&["d@p"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(split, chain);
+        for (c, d) in [
+            (vec![], s(&["d@p"])),
+            (s(&["d@p", "t@p"]), s(&["e@p"])),
+            (s(&[""]), vec![]),
+        ] {
+            assert!(matches!(Impersonation::parse(c, d), Err(Error::Config(_))));
+        }
+    }
+
+    #[test]
+    fn a_file_pointing_impersonation_elsewhere_is_refused_without_quoting_the_url() {
+        let f = CredentialFile::parse(
+            r#"{"type":"impersonated_service_account",
+                "service_account_impersonation_url":"https://iam.attacker.example/v1/projects/-/serviceAccounts/t@p.iam.gserviceaccount.com:generateAccessToken?k=SECRETQ",
+                "source_credentials":{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"r"}}"#,
+            "imp.json",
         )
         .unwrap();
+        let e = ImpersonatedServiceAccount::from_file(f, "imp.json", |_, _| {
+            Ok(Arc::new(FixedToken("t", None)) as Arc<dyn TokenSource>)
+        })
+        .unwrap_err()
+        .to_string();
         assert!(
-            src.identity().ends_with("[http://127.0.0.1:8123]"),
-            "{}",
-            src.identity()
+            e.contains("imp.json: field `service_account_impersonation_url`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("not a Google endpoint") && !e.contains("SECRETQ"),
+            "{e}"
         );
     }
 

@@ -21,18 +21,19 @@
 //! # async fn run() -> _native::error::Result<()> {
 //! use _native::{request::TokenRequest, sources::{metadata::MetadataServer, TokenSource}};
 //! let server = MetadataServer::from_env()?;
-//! let id = server.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")).await?;
+//! let id = server.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")?).await?;
 //! # Ok(()) }
 //! ```
 
 use reqwest::Url;
 
 use super::{
-    access_token_from_json, check_request, id_token_from_jwt, invalid, BoxFuture,
-    SourceDescription, SourceKind, TokenSource,
+    access_token_from_json, id_token_from_jwt, invalid, BoxFuture, SourceDescription, SourceKind,
+    TokenSource,
 };
-use crate::error::{Error, Result};
+use crate::error::{self, Error, Result};
 use crate::http::{self, Call};
+use crate::identity::Identity;
 use crate::request::TokenRequest;
 use crate::token::{Secret, Token};
 
@@ -51,8 +52,9 @@ const ACCOUNT_PATH: &str = "/computeMetadata/v1/instance/service-accounts/defaul
 /// The metadata server at one host.
 #[derive(Clone, Debug)]
 pub struct MetadataServer {
-    host: String,
     base: Url,
+    /// The server's address: it decides whose tokens these are.
+    identity: Identity,
 }
 
 impl MetadataServer {
@@ -83,10 +85,13 @@ impl MetadataServer {
             .ok_or_else(|| {
                 Error::Config(format!("{host:?} is not a metadata server host[:port]"))
             })?;
-        Ok(MetadataServer {
-            host: host.to_owned(),
-            base,
-        })
+        let identity = Identity::builder("metadata")
+            .part(base.as_str().as_bytes())
+            .finish(format_args!(
+                "metadata:{}",
+                base.as_str().trim_end_matches('/')
+            ));
+        Ok(MetadataServer { base, identity })
     }
 
     /// `http://host[:port]`.
@@ -122,7 +127,6 @@ impl MetadataServer {
     }
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
-        check_request(request)?;
         let url = match request {
             TokenRequest::Access { scopes } => {
                 let mut u = self.url(&format!("{ACCOUNT_PATH}/token"));
@@ -156,7 +160,7 @@ impl MetadataServer {
 
 /// The metadata server's 404 means "no service account attached".
 fn explain(e: Error) -> Error {
-    http::with_hint(e, Some(404), |_| {
+    error::with_hint(e, Some(404), |_| {
         "this workload has no service account attached (or, on GKE, Workload Identity is not \
          configured for its Kubernetes service account)"
             .to_owned()
@@ -168,8 +172,8 @@ impl TokenSource for MetadataServer {
         Box::pin(self.fetch_token(request))
     }
 
-    fn identity(&self) -> String {
-        format!("metadata:{}", self.host)
+    fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     fn describe(&self) -> SourceDescription {
@@ -187,8 +191,7 @@ impl TokenSource for MetadataServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::testing::{Answer, Server};
-    use crate::sources::testing::jwt_expiring_in;
+    use crate::testing::{jwt_expiring_in, Answer, Server};
     use crate::token::TokenKind;
 
     fn metadata_answer(body: impl Into<String>) -> Answer {
@@ -202,7 +205,10 @@ mod tests {
         ))
         .await;
         let md = MetadataServer::new(server.authority()).unwrap();
-        let t = md.fetch(&TokenRequest::access(["s2", "s1"])).await.unwrap();
+        let t = md
+            .fetch(&TokenRequest::access(["s2", "s1"]).unwrap())
+            .await
+            .unwrap();
         assert_eq!(t.value.expose(), "ya29.md");
         let seen = server.seen();
         assert_eq!(seen.len(), 1);
@@ -219,7 +225,7 @@ mod tests {
         let server = Server::always(Answer::text(200, format!("{jwt}\n"))).await;
         let md = MetadataServer::new(server.authority()).unwrap();
         let t = md
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap();
         assert_eq!(t.value.expose(), jwt);
@@ -237,7 +243,7 @@ mod tests {
         let server = Server::always(Answer::text(200, "<html>captive portal</html>")).await;
         let md = MetadataServer::new(server.authority()).unwrap();
         let e = md
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap_err();
         assert!(matches!(e, Error::InvalidResponse { .. }), "{e:?}");
@@ -248,7 +254,7 @@ mod tests {
         let server = Server::always(Answer::text(404, "Not Found")).await;
         let md = MetadataServer::new(server.authority()).unwrap();
         let e = md
-            .fetch(&TokenRequest::access(Vec::<String>::new()))
+            .fetch(&TokenRequest::access(Vec::<String>::new()).unwrap())
             .await
             .unwrap_err();
         assert!(e.to_string().contains("no service account attached"), "{e}");
@@ -268,7 +274,17 @@ mod tests {
     #[test]
     fn identity_names_the_host() {
         let md = MetadataServer::new("metadata.google.internal").unwrap();
-        assert_eq!(md.identity(), "metadata:metadata.google.internal");
+        assert!(
+            md.identity()
+                .label()
+                .starts_with("metadata:http://metadata.google.internal#"),
+            "{}",
+            md.identity()
+        );
+        assert_ne!(
+            md.identity(),
+            MetadataServer::new("127.0.0.1:8080").unwrap().identity()
+        );
         assert_eq!(
             md.describe().origin,
             "metadata server http://metadata.google.internal"

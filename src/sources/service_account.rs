@@ -21,7 +21,7 @@
 //! use _native::{request::TokenRequest, sources::TokenSource};
 //! let json = std::fs::read_to_string("key.json").unwrap();
 //! let source = _native::adc::from_json(&json, "key.json", None)?;
-//! let id = source.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")).await?;
+//! let id = source.fetch(&TokenRequest::id("https://my-mcp-abc123-uc.a.run.app")?).await?;
 //! # Ok(()) }
 //! ```
 
@@ -32,11 +32,12 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Url;
 
 use super::{
-    access_token_from_json, check_request, id_token_from_json, optional, required, BoxFuture,
+    access_token_from_json, id_token_from_json, optional, required, universe_of, BoxFuture,
     CredentialFile, SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
 };
-use crate::error::{Error, Result};
+use crate::error::{self, Error, Result};
 use crate::http::{self, Call};
+use crate::identity::Identity;
 use crate::request::TokenRequest;
 use crate::token::{Secret, Token};
 
@@ -59,6 +60,7 @@ pub struct ServiceAccountKey {
     audience: String,
     quota_project_id: Option<String>,
     origin: String,
+    identity: Identity,
 }
 
 /// The claims of the JWT-bearer assertion.
@@ -78,6 +80,7 @@ impl ServiceAccountKey {
     /// Builds from a parsed key file; `origin` names the file in errors.
     pub fn from_file(f: CredentialFile, origin: &str) -> Result<Self> {
         let kind = SourceKind::ServiceAccount;
+        let universe = universe_of(&f);
         let client_email = required(f.client_email, origin, kind, "client_email")?
             .trim()
             .to_owned();
@@ -91,15 +94,29 @@ impl ServiceAccountKey {
         })?;
         let token_uri = optional(f.token_uri).unwrap_or_else(|| DEFAULT_TOKEN_URI.to_owned());
         let audience = token_uri.clone();
-        let token_uri = http::secure_endpoint(&token_uri, &format!("{origin}: field `token_uri`"))?;
+        let token_uri = http::credential_endpoint(
+            &token_uri,
+            &format!("{origin}: field `token_uri`"),
+            &universe,
+        )?;
+        let quota_project_id = optional(f.quota_project_id);
+        // Everything that decides who speaks and who pays; the email and key
+        // id are public, so the private key itself must be part of it.
+        let identity = Identity::builder("service_account")
+            .part(client_email.as_bytes())
+            .fingerprint(pem.expose().as_bytes())
+            .part(audience.as_bytes())
+            .optional(quota_project_id.as_deref())
+            .finish(format_args!("sa:{client_email}"));
         Ok(ServiceAccountKey {
             client_email,
             private_key_id: optional(f.private_key_id),
             key,
             token_uri,
             audience,
-            quota_project_id: optional(f.quota_project_id),
+            quota_project_id,
             origin: origin.to_owned(),
+            identity,
         })
     }
 
@@ -152,7 +169,6 @@ impl ServiceAccountKey {
     }
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
-        check_request(request)?;
         let assertion = self.assertion(request, SystemTime::now())?;
         let call = Call::post_form(
             self.token_uri.clone(),
@@ -181,7 +197,7 @@ impl ServiceAccountKey {
     /// Adds what to do for the rejections people actually hit.
     fn explain(&self, e: Error) -> Error {
         let email = self.client_email.clone();
-        http::with_hint(e, Some(400), move |error| match error {
+        error::with_hint(e, Some(400), move |error| match error {
             Some("invalid_grant") => format!(
                 "the key may have been deleted or disabled, or the system clock is off; \
                  check `gcloud iam service-accounts keys list --iam-account {email}`"
@@ -209,8 +225,8 @@ impl TokenSource for ServiceAccountKey {
         Box::pin(self.fetch_token(request))
     }
 
-    fn identity(&self) -> String {
-        format!("sa:{}@{}", self.client_email, self.token_uri)
+    fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     fn describe(&self) -> SourceDescription {
@@ -228,8 +244,9 @@ impl TokenSource for ServiceAccountKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::testing::{Answer, Server};
-    use crate::sources::testing::{jwt_expiring_in, key_json, PKCS1_PEM, PKCS1_PUB_PEM, PKCS8_PEM};
+    use crate::testing::{
+        jwt_expiring_in, key_json, Answer, Server, PKCS1_PEM, PKCS1_PUB_PEM, PKCS8_PEM,
+    };
     use crate::token::TokenKind;
 
     fn key(token_uri: &str) -> ServiceAccountKey {
@@ -266,7 +283,8 @@ mod tests {
                 &TokenRequest::access([
                     "https://www.googleapis.com/auth/b",
                     "https://www.googleapis.com/auth/a",
-                ]),
+                ])
+                .unwrap(),
                 now,
             )
             .unwrap();
@@ -287,7 +305,7 @@ mod tests {
     fn id_assertion_carries_target_audience_and_no_scope() {
         let k = key("https://oauth2.googleapis.com/token");
         let claims = k.claims(
-            &TokenRequest::id("https://svc-abc.a.run.app"),
+            &TokenRequest::id("https://svc-abc.a.run.app").unwrap(),
             SystemTime::now(),
         );
         assert_eq!(
@@ -300,7 +318,7 @@ mod tests {
     #[test]
     fn assertion_audience_is_the_files_token_uri() {
         let k = key("http://127.0.0.1:9999/token");
-        let claims = k.claims(&TokenRequest::id("a"), SystemTime::now());
+        let claims = k.claims(&TokenRequest::id("a").unwrap(), SystemTime::now());
         assert_eq!(claims.aud, "http://127.0.0.1:9999/token");
     }
 
@@ -341,8 +359,12 @@ mod tests {
 
     #[test]
     fn missing_token_uri_means_googles_endpoint() {
-        let mut v: serde_json::Value =
-            serde_json::from_str(&key_json("a@b.c", PKCS8_PEM, "https://x.example/token")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&key_json(
+            "a@b.c",
+            PKCS8_PEM,
+            "https://oauth2.googleapis.com/token",
+        ))
+        .unwrap();
         v.as_object_mut().unwrap().remove("token_uri");
         let k = ServiceAccountKey::from_json(&v.to_string(), "sa.json").unwrap();
         assert_eq!(k.describe().token_uri.as_deref(), Some(DEFAULT_TOKEN_URI));
@@ -364,14 +386,68 @@ mod tests {
     }
 
     #[test]
-    fn identity_names_principal_and_endpoint_only() {
-        let k = key("https://oauth2.googleapis.com/token");
+    fn two_keys_for_one_email_and_key_id_are_two_identities() {
+        let one = key("https://oauth2.googleapis.com/token");
+        let other = ServiceAccountKey::from_json(
+            &key_json(
+                "agent@proj.iam.gserviceaccount.com",
+                PKCS1_PEM,
+                "https://oauth2.googleapis.com/token",
+            ),
+            "forged.json",
+        )
+        .unwrap();
+        assert_ne!(one.identity(), other.identity());
         assert_eq!(
-            k.identity(),
-            "sa:agent@proj.iam.gserviceaccount.com@https://oauth2.googleapis.com/token"
+            one.identity(),
+            key("https://oauth2.googleapis.com/token").identity()
         );
-        let debug = format!("{k:?}");
+        assert!(one
+            .identity()
+            .label()
+            .starts_with("sa:agent@proj.iam.gserviceaccount.com#"));
+        let debug = format!("{one:?} {}", one.identity());
         assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    }
+
+    #[test]
+    fn token_uri_and_quota_project_are_part_of_the_identity() {
+        let base = serde_json::from_str::<serde_json::Value>(&key_json(
+            "a@b.iam.gserviceaccount.com",
+            PKCS8_PEM,
+            "https://oauth2.googleapis.com/token",
+        ))
+        .unwrap();
+        let with = |field: &str, value: &str| {
+            let mut v = base.clone();
+            v[field] = value.into();
+            ServiceAccountKey::from_json(&v.to_string(), "k")
+                .unwrap()
+                .identity()
+                .clone()
+        };
+        let plain = ServiceAccountKey::from_json(&base.to_string(), "k")
+            .unwrap()
+            .identity()
+            .clone();
+        assert_ne!(plain, with("quota_project_id", "payer"));
+        assert_ne!(
+            plain,
+            with("token_uri", "https://oauth2-x.p.googleapis.com/token")
+        );
+        assert_eq!(plain, with("private_key_id", "another-public-key-id"));
+    }
+
+    #[test]
+    fn a_token_uri_outside_google_is_refused_before_any_connection() {
+        let e = ServiceAccountKey::from_json(
+            &key_json("a@b.c", PKCS8_PEM, "https://attacker.example/token"),
+            "/keys/sa.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/keys/sa.json: field `token_uri`"), "{e}");
+        assert!(e.contains("not a Google endpoint"), "{e}");
     }
 
     #[tokio::test]
@@ -383,7 +459,7 @@ mod tests {
         .await;
         let k = key(&format!("{}/token", server.base));
         let t = k
-            .fetch(&TokenRequest::access(Vec::<String>::new()))
+            .fetch(&TokenRequest::access(Vec::<String>::new()).unwrap())
             .await
             .unwrap();
         assert_eq!(t.value.expose(), "ya29.sa");
@@ -413,7 +489,7 @@ mod tests {
         let server = Server::always(Answer::json(200, format!(r#"{{"id_token":"{jwt}"}}"#))).await;
         let k = key(&format!("{}/token", server.base));
         let t = k
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap();
         assert_eq!(t.value.expose(), jwt);
@@ -437,7 +513,7 @@ mod tests {
         .await;
         let k = key(&format!("{}/token", server.base));
         let e = k
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap_err();
         match &e {
@@ -468,7 +544,10 @@ mod tests {
         ])
         .await;
         let k = key(&format!("{}/token", server.base));
-        let t = k.fetch(&TokenRequest::access(["s"])).await.unwrap();
+        let t = k
+            .fetch(&TokenRequest::access(["s"]).unwrap())
+            .await
+            .unwrap();
         assert_eq!(t.value.expose(), "ya29.third");
         assert_eq!(server.seen().len(), 3);
     }
@@ -482,7 +561,7 @@ mod tests {
         .await;
         let k = key(&format!("{}/token", server.base));
         let e = k
-            .fetch(&TokenRequest::id("https://svc.run.app"))
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
             .await
             .unwrap_err();
         assert!(matches!(e, Error::InvalidResponse { .. }), "{e:?}");

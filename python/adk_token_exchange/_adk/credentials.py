@@ -1,0 +1,164 @@
+"""``id_token_credential`` / ``access_token_credential``: ADK's own model, built for the user.
+
+They return ADK's ``AuthCredential(SERVICE_ACCOUNT, ServiceAccount(...))``,
+which any ADK tool accepts, and call :func:`install` so that ADK exchanges it
+through this package. A key file is passed by path (read by the core at first
+use), so the key stays out of ADK's models, sessions and events; an inline
+key (dict or JSON text) becomes ADK's ``ServiceAccountCredential``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from google.adk.auth.auth_credential import (
+    AuthCredential,
+    ServiceAccount,
+    ServiceAccountCredential,
+)
+
+from .. import _native, errors
+from .._audience import origin_of
+from .install import install
+from .model import CLOUD_PLATFORM_SCOPE, SCOPES_REQUIRED, SERVICE_ACCOUNT
+
+__all__ = ["access_token_credential", "id_token_credential"]
+
+
+def id_token_credential(
+    audience: str,
+    *,
+    service_account_key: Any = None,
+    impersonate: str | Sequence[str] | None = None,
+    delegates: Sequence[str] = (),
+    exact: bool = False,
+) -> AuthCredential:
+    """See :func:`adk_token_exchange.id_token_credential`."""
+    if not isinstance(audience, str) or not audience.strip():
+        raise errors.ConfigurationError(
+            "audience is required: the URL of the receiving service"
+            " (e.g. 'https://my-service-xyz.a.run.app')"
+        )
+    aud = audience if exact else origin_of(audience)
+    fields: dict[str, Any] = {"use_id_token": True, "audience": aud}
+    if SCOPES_REQUIRED:
+        fields["scopes"] = []
+    sa = _service_account(service_account_key, impersonate, delegates, fields)
+    install()
+    return AuthCredential(auth_type=SERVICE_ACCOUNT, service_account=sa)
+
+
+def access_token_credential(
+    scopes: Sequence[str] | str = (CLOUD_PLATFORM_SCOPE,),
+    *,
+    service_account_key: Any = None,
+    impersonate: str | Sequence[str] | None = None,
+    delegates: Sequence[str] = (),
+) -> AuthCredential:
+    """See :func:`adk_token_exchange.access_token_credential`."""
+    scope_list = [scopes] if isinstance(scopes, str) else list(scopes)
+    if not scope_list or not all(isinstance(s, str) and s for s in scope_list):
+        raise errors.ConfigurationError(
+            f"scopes must be a non-empty list of OAuth scopes, e.g. [{CLOUD_PLATFORM_SCOPE!r}]"
+        )
+    sa = _service_account(service_account_key, impersonate, delegates, {"scopes": scope_list})
+    install()
+    return AuthCredential(auth_type=SERVICE_ACCOUNT, service_account=sa)
+
+
+def _service_account(
+    service_account_key: Any,
+    impersonate: str | Sequence[str] | None,
+    delegates: Sequence[str],
+    fields: dict[str, Any],
+) -> ServiceAccount:
+    values: dict[str, Any] = {}
+    chain = _native.impersonation_chain(
+        None if impersonate is None else _as_chain(impersonate), list(delegates)
+    )
+    if chain is not None:
+        target, chain_delegates = chain
+        values["impersonate"] = target
+        if chain_delegates:
+            values["delegates"] = list(chain_delegates)
+
+    if service_account_key is None:
+        values["use_default_credential"] = True
+    elif isinstance(service_account_key, Mapping):
+        values["service_account_credential"] = _key_model(dict(service_account_key), "the dict")
+    elif isinstance(service_account_key, str) and service_account_key.lstrip().startswith("{"):
+        try:
+            info = json.loads(service_account_key)
+        except json.JSONDecodeError as exc:
+            raise errors.ConfigurationError(
+                f"service_account_key is not valid JSON ({exc.msg} at line {exc.lineno}):"
+                " pass the key's JSON text, a dict, or the path of the key file"
+            ) from None
+        if not isinstance(info, dict):
+            raise errors.ConfigurationError("service_account_key JSON must be an object")
+        values["service_account_credential"] = _key_model(info, "the JSON text")
+    elif isinstance(service_account_key, (str, os.PathLike)):
+        # Any ADC file, read by the core at first use; the key itself stays
+        # out of ADK's models, sessions and events.
+        values["use_default_credential"] = True
+        values["credentials_file"] = os.path.abspath(os.fspath(service_account_key))
+    else:
+        raise errors.ConfigurationError(
+            "service_account_key must be a dict, the key's JSON text, or a file path,"
+            f" not {type(service_account_key).__name__}"
+        )
+    values.update(fields)
+    return ServiceAccount(**values)
+
+
+def _as_chain(impersonate: str | Sequence[str]) -> str | list[str]:
+    if isinstance(impersonate, str):
+        return impersonate
+    chain = list(impersonate)
+    if not all(isinstance(e, str) for e in chain):
+        raise errors.ConfigurationError(
+            "impersonate must be a service account email or a sequence"
+            " [delegate..., target] of emails"
+        )
+    return chain
+
+
+# Defaults for the non-secret fields that ADK 1.24.1's model requires and
+# that older key files lack.
+_KEY_DEFAULTS: Final = {
+    "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+    "token_uri": "https://oauth2.googleapis.com/token",
+    "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+    "universe_domain": "googleapis.com",
+    "project_id": "",
+    "client_id": "",
+    "private_key_id": "",
+}
+
+
+def _key_model(info: dict[str, Any], what: str) -> ServiceAccountCredential:
+    kind = info.get("type")
+    if kind != "service_account":
+        raise errors.ConfigurationError(
+            f"service_account_key ({what}) has type {kind!r}; only 'service_account' keys"
+            " can be given inline. Pass the path of an authorized_user,"
+            " impersonated_service_account or external_account file instead."
+        )
+    for field in ("private_key", "client_email"):
+        if not info.get(field):
+            raise errors.ConfigurationError(
+                f"service_account_key ({what}) has no {field!r}: use the JSON key file"
+                " downloaded for the service account"
+            )
+    data = {k: v for k, v in info.items() if k != "type"}
+    for field, default in _KEY_DEFAULTS.items():
+        data.setdefault(field, default)
+    data.setdefault(
+        "client_x509_cert_url",
+        "https://www.googleapis.com/robot/v1/metadata/x509/" + str(info["client_email"]),
+    )
+    data["type"] = "service_account"
+    return ServiceAccountCredential.model_validate(data)
