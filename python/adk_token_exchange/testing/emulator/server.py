@@ -1,4 +1,8 @@
-"""The emulator's HTTP/1.1 server: keep-alive, TCP_NODELAY, counted connections, prompt stop."""
+"""The emulator's HTTP/1.1 server: keep-alive, TCP_NODELAY, counted connections, prompt stop.
+
+It knows nothing of Google: every request goes to one ``handle`` callable as a
+:class:`Request`, which answers with a :class:`Response`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["JSON", "LoopbackHTTPServer", "RequestHandler", "Response"]
+__all__ = ["JSON", "LoopbackHTTPServer", "Request", "RequestHandler", "Response"]
 
 _log = logging.getLogger(__name__)
 
@@ -29,11 +35,31 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class LoopbackHTTPServer(ThreadingHTTPServer):
-    """A thread per connection on ``127.0.0.1:0``; every request goes to ``handle``.
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, as the Google services see it."""
 
-    ``handle`` returns ``None`` to drop the connection unanswered (a hang that
-    ended with ``stopping``).
+    method: str
+    path: str
+    """Path without the query string (``/`` if empty)."""
+    query: dict[str, str]
+    """Query parameters; the last value wins."""
+    headers: Message
+    body: bytes
+    connection: int
+    """1-based accept order of the TCP connection it arrived on."""
+
+    @property
+    def content_type(self) -> str:
+        """The ``Content-Type`` header, ``""`` if absent."""
+        return str(self.headers.get("Content-Type", ""))
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """A thread per connection on ``host`` (a loopback address), ephemeral port.
+
+    Every request goes to ``handle``, which returns ``None`` to drop the
+    connection unanswered (a hang that ended with ``stopping``).
     """
 
     daemon_threads = True
@@ -42,16 +68,19 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
 
     def __init__(
         self,
-        handle: Callable[[RequestHandler, bytes], Response | None],
+        handle: Callable[[Request], Response | None],
         on_connection: Callable[[], int],
         stopping: threading.Event,
+        host: str = "127.0.0.1",
     ) -> None:
         self.handle = handle
         self._on_connection = on_connection
         self._stopping = stopping
         self._sockets: dict[socket.socket, int] = {}
         self._sockets_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), RequestHandler)
+        # An IPv6 literal needs an AF_INET6 socket (bind_and_activate reads the class's).
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, 0), RequestHandler)
 
     @property
     def port(self) -> int:
@@ -140,7 +169,16 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._write(Response(413, b"request body too large", "text/plain"))
             return
-        response = self.server.handle(self, body)
+        parts = urlsplit(self.path)
+        request = Request(
+            method=self.command,
+            path=parts.path or "/",
+            query={k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
+            headers=self.headers,
+            body=body,
+            connection=self.server.connection_number(self.request),
+        )
+        response = self.server.handle(request)
         if response is None:
             self.close_connection = True
             return
