@@ -10,7 +10,8 @@ Two grants:
   with an ``id_token`` whose ``aud`` is the OAuth client when ``openid`` was granted.
 
 Where it differs from Google: an assertion's ``aud`` may be this emulator's
-``token_uri`` as well as Google's token URLs (google-auth always sends
+``token_uri`` (or the URL it was reached at, e.g. through ``localhost``) as
+well as Google's token URLs (google-auth always sends
 ``https://oauth2.googleapis.com/token``); a ``sub`` other than ``iss``
 (domain-wide delegation) is refused.
 """
@@ -99,13 +100,21 @@ class TokenEndpoint(Service):
         grant_type = form.get("grant_type", "")
         record.grant_type = grant_type or None
         if grant_type == _JWT_BEARER:
-            return self._jwt_bearer_grant(form, record)
+            # The URL the client called is this endpoint too, whatever loopback name it used.
+            reached = f"http://{request.headers.get('Host', '')}{TOKEN_PATH}"
+            return self._jwt_bearer_grant(form, record, (self.token_uri, reached))
         if grant_type == "refresh_token":
             return self._refresh_token_grant(form, record)
         raise oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
 
-    def _jwt_bearer_grant(self, form: dict[str, str], record: RequestRecord) -> Response:
-        """RFC 7523 §2.1 as Google implements it for service account keys."""
+    def _jwt_bearer_grant(
+        self, form: dict[str, str], record: RequestRecord, own_urls: tuple[str, ...]
+    ) -> Response:
+        """RFC 7523 §2.1 as Google implements it for service account keys.
+
+        The assertion's ``aud`` must be this endpoint: one of ``own_urls`` or a
+        URL of Google's token endpoint.
+        """
         assertion = form.get("assertion")
         if not assertion:
             raise oauth_error(400, "invalid_request", "Missing required parameter: assertion")
@@ -137,7 +146,7 @@ class TokenEndpoint(Service):
             )
         except jwt.PyJWTError as exc:
             raise oauth_error(400, "invalid_grant", "Invalid JWT Signature.") from exc
-        if claims.get("aud") not in (self.token_uri, *_GOOGLE_TOKEN_AUDIENCES):
+        if claims.get("aud") not in (*own_urls, *_GOOGLE_TOKEN_AUDIENCES):
             raise oauth_error(
                 400,
                 "invalid_grant",

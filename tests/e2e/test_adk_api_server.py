@@ -1,6 +1,6 @@
 """``adk api_server`` (the server behind ``adk web``) serving the #4458 agent.
 
-The agent in ``tests/agents/cloud_run_mcp`` is loaded by ADK's own CLI in a
+The agent in ``tests/e2e/agents/cloud_run_mcp`` is loaded by ADK's own CLI in a
 subprocess with the test's isolated environment, the metadata server pointed
 at the emulator (the Cloud Run case), and asked over HTTP.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from adk_token_exchange.testing import GoogleEmulator, ProtectedMcpServer
-from agents.scripted_llm import ANSWER_PREFIX
+from adk_token_exchange.testing.scripted_llm import ANSWER_PREFIX
 
 AGENTS_DIR = Path(__file__).parent / "agents"
 APP = "cloud_run_mcp"
@@ -48,7 +48,7 @@ def _http(method: str, url: str, body: Any = None, timeout: float = REQUEST_TIME
 def api_server(
     emulator: GoogleEmulator, protected_mcp: ProtectedMcpServer, tmp_path: Path
 ) -> Iterator[str]:
-    """``adk api_server tests/agents`` on 127.0.0.1; yields its base URL."""
+    """``adk api_server tests/e2e/agents`` on 127.0.0.1; yields its base URL."""
     port = _free_port()
     env = dict(os.environ)  # already isolated from real Google by conftest
     env.update(

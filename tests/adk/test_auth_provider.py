@@ -20,7 +20,7 @@ import adk_token_exchange
 import pytest
 from adk_token_exchange import errors
 from adk_token_exchange.testing import GoogleEmulator, ProtectedMcpServer
-from agents.scripted_llm import ANSWER_PREFIX, ScriptedLlm
+from adk_token_exchange.testing.scripted_llm import ANSWER_PREFIX, ScriptedLlm
 from google.adk.agents.llm_agent import LlmAgent
 from google.adk.auth import credential_manager as adk_credential_manager
 from google.adk.auth.auth_credential import AuthCredentialTypes

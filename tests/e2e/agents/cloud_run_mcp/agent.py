@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 
 import adk_token_exchange
+from adk_token_exchange.testing.scripted_llm import ScriptedLlm
 from fastapi.openapi.models import OAuth2, OAuthFlowClientCredentials, OAuthFlows
 from google.adk.agents.llm_agent import LlmAgent
 from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnectionParams
 from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
-from scripted_llm import ScriptedLlm
 
 MCP_URL = os.environ["PROTECTED_MCP_URL"]
 

@@ -2,7 +2,7 @@
 
 Real ``LlmAgent``, ``McpToolset`` / ``OpenAPIToolset``, ``Runner`` and
 ``InMemorySessionService``, exactly as in google/adk-python#4458; the model is
-scripted (:mod:`agents.scripted_llm`) and Google is the local emulator.
+scripted (:mod:`adk_token_exchange.testing.scripted_llm`) and Google is the local emulator.
 The same file runs on ADK 2.x and 1.24.1.
 """
 
@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import json
 import logging
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from adk_token_exchange import errors
 from adk_token_exchange.testing import GoogleEmulator
 from adk_token_exchange.testing.emulator import CLOUD_PLATFORM_SCOPE, GCLOUD_ADC_CLIENT_ID
 from adk_token_exchange.testing.protected import ProtectedMcpServer, ProtectedRestServer
-from agents.scripted_llm import ANSWER_PREFIX, ScriptedLlm
+from adk_token_exchange.testing.scripted_llm import ANSWER_PREFIX, ScriptedLlm
 from fastapi.openapi.models import OAuth2, OAuthFlowClientCredentials, OAuthFlows
 from google.adk.agents.llm_agent import LlmAgent
 from google.adk.auth.auth_credential import AuthCredential, AuthCredentialTypes, ServiceAccount
@@ -37,6 +38,8 @@ from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnecti
 from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
 from google.adk.tools.openapi_tool.openapi_spec_parser.openapi_toolset import OpenAPIToolset
 from google.genai import types
+from support.paths import TESTS
+from support.processes import in_fresh_process
 
 ADK_VERSION = tuple(int(p) for p in google.adk.__version__.split(".")[:2])
 ADK_HAS_ID_TOKEN_FIELDS = "use_id_token" in ServiceAccount.model_fields
@@ -254,6 +257,7 @@ async def test_agent_with_google_application_credentials_key_file_calls_mcp_tool
     assert run.answer == greeting(key["client_email"])
 
 
+@in_fresh_process()  # the warning is once per process: an earlier test may have given it
 async def test_local_adk_web_with_gcloud_login_sends_user_id_token_and_warns_once(
     emulator: GoogleEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -271,10 +275,9 @@ async def test_local_adk_web_with_gcloud_login_sends_user_id_token_and_warns_onc
 
         assert [run.answer for run in runs] == [greeting("developer@example.com")] * 2
         assert {d.audience for d in server.decisions} == {GCLOUD_ADC_CLIENT_ID}
-    # Once per process (exactly once: test_adk_install, in a fresh process).
-    warnings = [r for r in caplog.records if "gcloud login" in r.getMessage()]
-    assert len(warnings) <= 1
-    assert all("impersonate" in r.getMessage() for r in warnings)
+    warnings = [r.getMessage() for r in caplog.records if "gcloud login" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "impersonate" in warnings[0]
 
 
 async def test_developer_impersonates_service_account_for_real_audience(
@@ -450,13 +453,20 @@ async def test_adk_web_agent_keeps_working_after_its_id_token_expires(
                 ]
             )
             answers.append(run.answer)
-            await asyncio.sleep(2.5)  # the first token has expired
+            await _until_expired(emulator, identity_requests(emulator)[-1])
     finally:
         await runner.close()
 
     assert answers == [greeting(emulator.metadata_service_account)] * 2
     assert protected_mcp.count(accepted=False) == 0
     assert len(identity_requests(emulator)) >= 2
+
+
+async def _until_expired(emulator: GoogleEmulator, minted: Any) -> None:
+    """Wait until the ID token of request ``minted`` has expired (it lived ``token_lifetime``)."""
+    assert minted.finished is not None
+    expired_at = minted.finished + emulator.token_lifetime + 0.1
+    await asyncio.sleep(max(0.0, expired_at - time.monotonic()))
 
 
 # --------------------------------------------------------------------------
@@ -556,7 +566,7 @@ async def test_wrong_key_error_and_logs_contain_no_secret(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     key = emulator.service_account_info()
-    wrong_pem = (Path(__file__).parent / "data" / "test_rsa_pkcs8.pem").read_text()
+    wrong_pem = (TESTS / "data" / "test_rsa_pkcs8.pem").read_text()
     assert wrong_pem.strip() != key["private_key"].strip()
     wrong = {**key, "private_key": wrong_pem}
     credential = adk_token_exchange.id_token_credential(

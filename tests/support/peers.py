@@ -1,70 +1,21 @@
-"""Hostile loopback peers and helpers shared by the reliability, bad-input and secrets tests.
+"""Hostile loopback peers: servers that misbehave where the emulator cannot.
 
-The GoogleEmulator answers like Google (plus canned faults); these servers
-misbehave at the TCP/HTTP level where the emulator cannot: accept and never
-answer, drip bytes, stream without end, redirect elsewhere, fill their accept
-queue so that connecting hangs.
+The GoogleEmulator answers like Google (plus canned faults); these misbehave at
+the TCP/HTTP level: accept and never answer, drip bytes, stream without end,
+redirect elsewhere, fill their accept queue so that connecting hangs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 import pytest
-from adk_token_exchange import _native
-
-# What `_native.configure` starts with (DESIGN.md "Every network wait is bounded").
-DEFAULTS: dict[str, Any] = {
-    "connect_timeout": 3.0,
-    "request_timeout": 30.0,
-    "metadata_detect_timeout": 3.0,
-    "refresh_window": 300.0,
-    "max_attempts": 3,
-}
-
-
-@contextlib.contextmanager
-def core(**settings: Any) -> Iterator[None]:
-    """A clean token cache and the given network bounds; defaults restored afterwards."""
-    _native.clear_cache()
-    _native.configure(**{**DEFAULTS, **settings})
-    try:
-        yield
-    finally:
-        _native.configure(**DEFAULTS)
-        _native.clear_cache()
-
-
-def sa_credentials(info: dict[str, Any], **overrides: Any) -> _native.Credentials:
-    """Native credentials for a service account key, with fields overridden."""
-    return _native.Credentials.from_service_account_info(json.dumps({**info, **overrides}))
-
-
-class Elapsed:
-    """``with Elapsed() as t: ...`` then ``t.seconds``."""
-
-    seconds: float = 0.0
-
-    def __enter__(self) -> Elapsed:
-        self._start = time.monotonic()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.monotonic() - self._start
 
 
 class LoopbackServer:
@@ -84,6 +35,8 @@ class LoopbackServer:
         self.port = int(self._listener.getsockname()[1])
         self.connections = 0
         self.requests: list[bytes] = []
+        self.arrivals: list[float] = []
+        """``time.monotonic()`` when each of :attr:`requests` had been read."""
         self._clients: list[socket.socket] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(
@@ -155,6 +108,7 @@ class LoopbackServer:
         request = head + b"\r\n\r\n" + body
         with self._lock:
             self.requests.append(request)
+            self.arrivals.append(time.monotonic())
         return request
 
 
@@ -235,6 +189,7 @@ def canned_server(response: bytes | Callable[[bytes], bytes]) -> LoopbackServer:
 
 
 def http_response(status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """A raw HTTP/1.1 response with ``Content-Length``."""
     lines = [
         f"HTTP/1.1 {status} X",
         f"Content-Length: {len(body)}",
@@ -270,81 +225,16 @@ def unconnectable_port() -> Iterator[str]:
         listener.close()
 
 
-def closed_port() -> str:
-    """``127.0.0.1:PORT`` nobody listens on: connects are refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
 
 
-def exception_text(exc: BaseException) -> str:
-    """All an exception shows: str, repr, args, notes, cause/context chain, traceback."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        parts += [str(e), repr(e), *map(repr, e.args), *getattr(e, "__notes__", [])]
-        parts += [f"{k}={v!r}" for k, v in vars(e).items()] if hasattr(e, "__dict__") else []
-        e = e.__cause__ or e.__context__
-    parts.append("".join(traceback.format_exception(exc)))
-    return "\n".join(parts)
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (Linux)."""
-    with open(f"/proc/{os.getpid()}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-_WATCHDOG_ENV = "ADK_TX_WATCHDOG_CHILD"
-
-
-def watchdog(timeout: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Run this test in a child pytest process, which fails the test if it outlives ``timeout``.
-
-    A deadlock between the GIL and a lock in the Rust core freezes every
-    Python thread of the process, pytest-timeout's included, and the CI run
-    with it. In a child, it is a failed test with every thread's Python stack
-    (faulthandler, on SIGABRT) in the report.
-    """
-
-    def decorate(test: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(test)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            if os.environ.get(_WATCHDOG_ENV) == test.__name__:
-                return test(*args, **kwargs)
-            node = f"{inspect.getfile(test)}::{test.__name__}"
-            env = {**os.environ, _WATCHDOG_ENV: test.__name__, "PYTHONFAULTHANDLER": "1"}
-            cmd = [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-s",
-                "-p",
-                "no:cacheprovider",
-                "--runxfail",  # the outcome is judged here, where the marks apply
-                node,
-            ]
-            child = subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-            try:
-                out, _ = child.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                child.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
-                try:
-                    out, _ = child.communicate(timeout=10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    out, _ = child.communicate()
-                pytest.fail(
-                    f"deadlock: {test.__name__} still running after {timeout} s\n{out[-12000:]}"
-                )
-            print(out[-3000:])
-            assert child.returncode == 0, out[-8000:]
-
-        return run
-
-    return decorate
+needs_ipv6_loopback = pytest.mark.skipif(
+    not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1) to bind"
+)
+"""Skip (saying why) where ``::1`` cannot be bound, e.g. IPv6 disabled in the kernel."""

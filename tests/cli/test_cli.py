@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from adk_token_exchange.cli import ProbeResult, explain_probe, grant_commands
+from adk_token_exchange.cli.explain import ProbeResult, explain_probe, grant_commands
 from adk_token_exchange.testing import (
     CLOUD_PLATFORM_SCOPE,
     GCLOUD_ADC_CLIENT_ID,

@@ -1,9 +1,11 @@
-"""A scripted model: calls one tool, then answers with what the tool returned.
+"""A scripted model for offline ADK agents: calls one tool, then quotes what it returned.
 
-No network and no Gemini: ``generate_content_async`` looks at the request. If
-the last turn holds a function response, it answers ``"Tool said: <text>"``;
-otherwise it asks for ``tool(**args)``. Set directly as
-``LlmAgent(model=ScriptedLlm(...))``.
+No network and no Gemini: :meth:`ScriptedLlm.generate_content_async` looks at
+the request. If the last turn holds a function response, it answers
+``"Tool said: <text>"``; otherwise it asks for ``tool(**args)``. Set directly as
+``LlmAgent(model=ScriptedLlm(...))``. The tests' agents and the demo share it.
+
+Imports ADK (unlike the rest of :mod:`adk_token_exchange.testing`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 from pydantic import Field
 
+__all__ = ["ANSWER_PREFIX", "ScriptedLlm"]
+
 ANSWER_PREFIX = "Tool said: "
+"""How every answer quoting a tool's result starts."""
 
 
 def _texts(value: Any) -> list[str]:
@@ -34,12 +39,25 @@ def _texts(value: Any) -> list[str]:
     return []
 
 
+def _reply(part: types.Part) -> LlmResponse:
+    return LlmResponse(content=types.Content(role="model", parts=[part]))
+
+
 class ScriptedLlm(BaseLlm):
-    """Asks for ``tool(**args)`` once, then reports the tool's answer."""
+    """Asks for ``tool(**args)`` once, then reports the tool's answer.
+
+    Attributes:
+        tool: The tool to call.
+        args: Its arguments.
+        when_tool_missing: If set, the answer when the agent has no such tool
+            (its toolset failed to load); if not, the call is asked for anyway
+            and ADK reports the missing tool.
+    """
 
     model: str = "scripted"
     tool: str = "greet"
     args: dict[str, Any] = Field(default_factory=lambda: {"name": "Ada"})
+    when_tool_missing: str | None = None
 
     async def generate_content_async(
         self, llm_request: LlmRequest, stream: bool = False
@@ -53,10 +71,10 @@ class ScriptedLlm(BaseLlm):
         if responses:
             result = responses[0].response or {}
             texts = _texts(result) or [json.dumps(result, default=str)]
-            answer = ANSWER_PREFIX + " ".join(texts)
-            yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text=answer)]))
+            yield _reply(types.Part(text=ANSWER_PREFIX + " ".join(texts)))
+            return
+        if self.when_tool_missing is not None and self.tool not in llm_request.tools_dict:
+            yield _reply(types.Part(text=self.when_tool_missing))
             return
         call = types.FunctionCall(name=self.tool, args=dict(self.args))
-        yield LlmResponse(
-            content=types.Content(role="model", parts=[types.Part(function_call=call)])
-        )
+        yield _reply(types.Part(function_call=call))

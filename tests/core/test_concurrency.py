@@ -13,25 +13,15 @@ import time
 from collections import defaultdict
 
 import pytest
-from _hostile import core, sa_credentials, watchdog
 from adk_token_exchange import _native
 from adk_token_exchange.errors import TokenExchangeError
 from adk_token_exchange.testing import GoogleEmulator
-
-
-async def _awaited(method, *args):  # type: ignore[no-untyped-def]
-    """Calls an async method inside the running loop (it needs one) and awaits it."""
-    return await method(*args)
-
+from support.core import awaited, sa_credentials
+from support.measure import join_all, wait_until
+from support.processes import watchdog
 
 AUDIENCES = ["https://mcp-a-uc.a.run.app", "https://mcp-b-uc.a.run.app"]
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-
-
-@pytest.fixture(autouse=True)
-def clean_core():
-    with core():
-        yield
 
 
 def _key(record) -> str:  # type: ignore[no-untyped-def]
@@ -106,9 +96,7 @@ def test_sixteen_threads_with_their_own_loops_make_16000_exchanges_across_refres
     ]
     for th in threads:
         th.start()
-    for th in threads:
-        th.join(duration + 60)
-    assert not any(th.is_alive() for th in threads), "deadlock: a thread never finished"
+    join_all(threads, duration + 60)
     elapsed = time.monotonic() - start
     assert not errors, f"{len(errors)} errors, first: {errors[0]!r}"
 
@@ -162,8 +150,7 @@ def test_python_threads_polling_the_cache_while_fetches_complete_never_deadlock(
     threads += [threading.Thread(target=fetch) for _ in range(2)]
     for th in threads:
         th.start()
-    for th in threads:
-        th.join()
+    join_all(threads, 30)
     assert fetched >= 3, "fetches completed while the cache was being polled"
 
 
@@ -185,7 +172,7 @@ def test_a_cold_herd_of_sync_and_async_callers_shares_one_request_per_key(
             if n % 4 < 2:
                 value = creds.id_token(audience).value
             else:
-                value = asyncio.run(_awaited(creds.id_token_async, audience)).value
+                value = asyncio.run(awaited(creds.id_token_async, audience)).value
             with lock:
                 results.append(value)
         except BaseException as e:
@@ -195,8 +182,7 @@ def test_a_cold_herd_of_sync_and_async_callers_shares_one_request_per_key(
     threads = [threading.Thread(target=caller, args=(n,)) for n in range(16)]
     for th in threads:
         th.start()
-    for th in threads:
-        th.join(15)
+    join_all(threads, 15)
     assert not errors, errors
     assert len(results) == 16 and len(set(results)) == 2
     assert emulator.count("token") == 2
@@ -258,9 +244,9 @@ def test_a_loop_closed_while_its_fetch_runs_leaves_the_process_healthy(
 
     with pytest.raises(asyncio.TimeoutError):
         asyncio.run(impatient())
-    time.sleep(0.8)  # the fetch completes and tries to resolve a future of a closed loop
-    assert creds.cached_id_token(AUDIENCES[0]) is not None
-    assert asyncio.run(_awaited(creds.id_token_async, AUDIENCES[0])).value
+    # The fetch completes and tries to resolve a future of a closed loop.
+    assert wait_until(lambda: creds.cached_id_token(AUDIENCES[0]) is not None, 10.0)
+    assert asyncio.run(awaited(creds.id_token_async, AUDIENCES[0])).value
     assert emulator.count("token") == 1
     err = capfd.readouterr().err
     assert "panicked" not in err, err
@@ -284,7 +270,7 @@ def test_exchanges_survive_concurrent_clear_cache_and_configure(emulator: Google
                 if n % 2:
                     creds.id_token(AUDIENCES[n % 2])
                 else:
-                    asyncio.run(_awaited(creds.access_token_async, SCOPES))
+                    asyncio.run(awaited(creds.access_token_async, SCOPES))
                 with lock:
                     calls += 1
             except BaseException as e:
@@ -303,9 +289,7 @@ def test_exchanges_survive_concurrent_clear_cache_and_configure(emulator: Google
     threads.append(threading.Thread(target=chaos))
     for th in threads:
         th.start()
-    for th in threads:
-        th.join(30)
-    assert not any(th.is_alive() for th in threads), "deadlock"
+    join_all(threads, 30)
     assert not errors, f"{len(errors)} errors, first: {errors[0]!r}"
     assert calls > 100
 
@@ -329,7 +313,6 @@ def test_errors_raised_across_threads_are_python_exceptions(emulator: GoogleEmul
     threads = [threading.Thread(target=call) for _ in range(16)]
     for th in threads:
         th.start()
-    for th in threads:
-        th.join(30)
+    join_all(threads, 30)
     assert len(caught) == 320
     assert all(isinstance(e, TokenExchangeError) for e in caught), {type(e) for e in caught}

@@ -20,25 +20,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _hostile import core, sa_credentials, watchdog
 from adk_token_exchange.testing import GoogleEmulator
-
-
-async def _awaited(method, *args):  # type: ignore[no-untyped-def]
-    """Calls an async method inside the running loop (it needs one) and awaits it."""
-    return await method(*args)
-
+from support.core import awaited, sa_credentials
+from support.measure import join_all, wait_until
+from support.processes import watchdog
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 
 AUDIENCE = "https://mcp-fork-uc.a.run.app"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-
-
-@pytest.fixture(autouse=True)
-def clean_core():
-    with core():
-        yield
 
 
 def run_in_child(body: Callable[[], Any], *, timeout: float = 15.0) -> Any:
@@ -95,7 +85,7 @@ def test_child_exchanges_after_fork_and_parent_carries_on(emulator: GoogleEmulat
         return {
             "cached": creds.id_token(AUDIENCE).value,
             "fresh_sync": creds.id_token(AUDIENCE + "/child").value,
-            "fresh_async": asyncio.run(_awaited(creds.access_token_async, SCOPES)).value,
+            "fresh_async": asyncio.run(awaited(creds.access_token_async, SCOPES)).value,
         }
 
     got = run_in_child(child)
@@ -103,14 +93,14 @@ def test_child_exchanges_after_fork_and_parent_carries_on(emulator: GoogleEmulat
     emulator.verify_id_token(got["fresh_sync"], AUDIENCE + "/child")
     assert emulator.access_token_info(got["fresh_async"]) is not None
     assert creds.id_token(AUDIENCE + "/parent").value
-    assert asyncio.run(_awaited(creds.id_token_async, AUDIENCE + "/parent-async")).value
+    assert asyncio.run(awaited(creds.id_token_async, AUDIENCE + "/parent-async")).value
 
 
 def test_gunicorn_style_prefork_workers_each_exchange(emulator: GoogleEmulator) -> None:
     """A master warms up (sync and async), then forks 4 workers that serve 50 exchanges each."""
     creds = sa_credentials(emulator.service_account_info())
     creds.id_token(AUDIENCE)
-    asyncio.run(_awaited(creds.access_token_async, SCOPES))
+    asyncio.run(awaited(creds.access_token_async, SCOPES))
 
     def worker() -> int:
         async def serve() -> int:
@@ -136,13 +126,14 @@ def test_child_forked_during_a_parent_fetch_does_not_wait_for_it(emulator: Googl
     emulator.set_latency(1.0, endpoint="token")
     parent_call = threading.Thread(target=creds.id_token, args=(AUDIENCE,))
     parent_call.start()
-    time.sleep(0.3)  # the parent's fetch is in flight
+    # The parent's fetch is in flight: it reached Google, which takes 1 s to answer.
+    assert wait_until(lambda: emulator.count("token") == 2, 5.0)
 
     def child() -> str:
         return creds.id_token(AUDIENCE).value
 
     value = run_in_child(child, timeout=10)
-    parent_call.join(10)
+    join_all([parent_call], 10)
     emulator.verify_id_token(value, AUDIENCE)
 
 
@@ -164,7 +155,7 @@ def test_fork_while_threads_exchange_never_deadlocks_the_child(emulator: GoogleE
                 if n % 2:
                     creds.id_token(f"{AUDIENCE}/busy/{n}/{i}")
                 else:
-                    asyncio.run(_awaited(creds.access_token_async, [f"scope-{n}-{i % 50}"]))
+                    asyncio.run(awaited(creds.access_token_async, [f"scope-{n}-{i % 50}"]))
             except BaseException as e:
                 errors.append(e)
                 return
@@ -182,8 +173,7 @@ def test_fork_while_threads_exchange_never_deadlocks_the_child(emulator: GoogleE
             assert run_in_child(child, timeout=10)
     finally:
         stop.set()
-        for th in threads:
-            th.join(10)
+        join_all(threads, 10)
     assert not errors, errors[0]
 
 

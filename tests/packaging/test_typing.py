@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.paths import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 USER_SCRIPT = Path(__file__).resolve().parent / "typing_user_script.py"
 
 pytestmark = [

@@ -1,24 +1,24 @@
 """Packaging facts that need no build: one version, abi3, the files a wheel must carry.
 
 The wheel itself is built, installed into a fresh venv without Rust and run
-end to end by ``scripts/check-wheel`` (too slow for pytest).
+end to end by ``scripts/check-wheel`` (too slow for pytest); it also checks
+what only an installed wheel can show (its platform tag, the distribution's
+version, the console script).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
-from pathlib import Path
 from typing import Any
 
 import adk_token_exchange
 import pytest
 from adk_token_exchange import _native
+from support.paths import PACKAGE, REPO
 
 tomllib = pytest.importorskip("tomllib")
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "python" / "adk_token_exchange"
+ROOT = REPO
 
 
 def _toml(name: str) -> dict[str, Any]:
@@ -40,15 +40,6 @@ def test_version_lives_in_cargo_toml_only() -> None:
         if re.search(r"__version__\s*(:\s*str\s*)?=\s*['\"]", path.read_text())
     ]
     assert copies == []
-
-
-def test_installed_distribution_reports_the_same_version() -> None:
-    try:
-        installed = importlib.metadata.version("adk-token-exchange")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("not installed as a distribution here (dev venv: python/ on sys.path)")
-
-    assert installed == adk_token_exchange.__version__
 
 
 def test_changelog_has_an_entry_for_the_version() -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _hostile import Elapsed, canned_server, core, endless_server, http_response, sa_credentials
 from adk_token_exchange import _native
 from adk_token_exchange.errors import (
     ConfigurationError,
@@ -27,15 +26,12 @@ from adk_token_exchange.errors import (
 from adk_token_exchange.testing import GoogleEmulator
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.core import sa_credentials
+from support.measure import Elapsed
+from support.peers import canned_server, endless_server, http_response
 
 AUDIENCE = "https://mcp-bad-input-uc.a.run.app"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-
-
-@pytest.fixture(autouse=True)
-def clean_core():
-    with core():
-        yield
 
 
 # -- token responses -----------------------------------------------------------------
