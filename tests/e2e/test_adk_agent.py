@@ -27,7 +27,6 @@ from adk_token_exchange.testing import GoogleEmulator
 from adk_token_exchange.testing.emulator import CLOUD_PLATFORM_SCOPE, GCLOUD_ADC_CLIENT_ID
 from adk_token_exchange.testing.protected import ProtectedMcpServer, ProtectedRestServer
 from adk_token_exchange.testing.scripted_llm import ANSWER_PREFIX, ScriptedLlm
-from fastapi.openapi.models import OAuth2, OAuthFlowClientCredentials, OAuthFlows
 from google.adk.agents.llm_agent import LlmAgent
 from google.adk.auth.auth_credential import AuthCredential, AuthCredentialTypes, ServiceAccount
 from google.adk.auth.exchanger.base_credential_exchanger import CredentialExchangeError
@@ -38,6 +37,7 @@ from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnecti
 from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
 from google.adk.tools.openapi_tool.openapi_spec_parser.openapi_toolset import OpenAPIToolset
 from google.genai import types
+from support.adk import ISSUE_4458_SCHEME as SCHEME
 from support.paths import TESTS
 from support.processes import in_fresh_process
 
@@ -45,15 +45,6 @@ ADK_VERSION = tuple(int(p) for p in google.adk.__version__.split(".")[:2])
 ADK_HAS_ID_TOKEN_FIELDS = "use_id_token" in ServiceAccount.model_fields
 APP = "e2e"
 USER = "user"
-# The #4458 scheme: the client-credentials flow makes ADK exchange the raw
-# service-account credential; tokenUrl is never called.
-SCHEME = OAuth2(
-    flows=OAuthFlows(
-        clientCredentials=OAuthFlowClientCredentials(
-            tokenUrl="https://oauth2.googleapis.com/token", scopes={}
-        )
-    )
-)
 REQUEST_CREDENTIAL = "adk_request_credential"
 
 
