@@ -23,8 +23,6 @@ from google.adk.auth.auth_credential import (
     AuthCredentialTypes,
     ServiceAccount,
 )
-from google.adk.auth.auth_tool import AuthConfig
-from google.adk.auth.credential_manager import CredentialManager
 from google.adk.auth.exchanger.base_credential_exchanger import (
     CredentialExchangeError,
     ExchangeResult,
@@ -33,24 +31,11 @@ from google.adk.tools.openapi_tool.auth.credential_exchangers.base_credential_ex
     AuthCredentialMissingError,
 )
 from support.adk import ISSUE_4458_SCHEME as SCHEME
+from support.adk import SA, manager_exchanger
 
-SA = AuthCredentialTypes.SERVICE_ACCOUNT
-ADK_HAS_ID_TOKEN_FIELDS = "use_id_token" in ServiceAccount.model_fields
 RUN_URL = "https://svc-xyz-uc.a.run.app/mcp"
 
-
 pytestmark = pytest.mark.usefixtures("adk_uninstalled")
-
-
-def manager_exchanger(credential: AuthCredential | None = None) -> Any:
-    manager = CredentialManager(AuthConfig(auth_scheme=SCHEME, raw_auth_credential=credential))
-    return manager._exchanger_registry.get_exchanger(SA)
-
-
-def extra_or_field(sa: ServiceAccount, name: str) -> Any:
-    if name in type(sa).model_fields:
-        return getattr(sa, name)
-    return (sa.model_extra or {}).get(name)
 
 
 # --------------------------------------------------------------------------

@@ -19,8 +19,6 @@ from adk_token_exchange import _adk, errors
 from adk_token_exchange.testing import GoogleEmulator
 from google.adk.auth.auth_credential import (
     AuthCredential,
-    AuthCredentialTypes,
-    ServiceAccount,
     ServiceAccountCredential,
 )
 from google.adk.auth.auth_tool import AuthConfig
@@ -33,24 +31,11 @@ from google.adk.tools.openapi_tool.auth.credential_exchangers import (
     ServiceAccountCredentialExchanger,
 )
 from support.adk import ISSUE_4458_SCHEME as SCHEME
+from support.adk import SA, extra_or_field, manager_exchanger
 
-SA = AuthCredentialTypes.SERVICE_ACCOUNT
-ADK_HAS_ID_TOKEN_FIELDS = "use_id_token" in ServiceAccount.model_fields
 RUN_URL = "https://svc-xyz-uc.a.run.app/mcp"
 
-
 pytestmark = pytest.mark.usefixtures("adk_uninstalled")
-
-
-def manager_exchanger(credential: AuthCredential | None = None) -> Any:
-    manager = CredentialManager(AuthConfig(auth_scheme=SCHEME, raw_auth_credential=credential))
-    return manager._exchanger_registry.get_exchanger(SA)
-
-
-def extra_or_field(sa: ServiceAccount, name: str) -> Any:
-    if name in type(sa).model_fields:
-        return getattr(sa, name)
-    return (sa.model_extra or {}).get(name)
 
 
 # --------------------------------------------------------------------------
