@@ -8,10 +8,17 @@ import threading
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["certificate_pem", "jwk", "pooled_key", "private_key_pem", "public_key_pem"]
+__all__ = [
+    "certificate_pem",
+    "ec_jwk",
+    "jwk",
+    "pooled_key",
+    "private_key_pem",
+    "public_key_pem",
+]
 
 # Key material is shared between emulators and service accounts of one process;
 # what keeps them apart is the key id, which is fresh for every registration.
@@ -79,4 +86,22 @@ def jwk(key: rsa.RSAPublicKey, kid: str) -> dict[str, str]:
         "kid": kid,
         "n": _b64url_uint(numbers.n),
         "e": _b64url_uint(numbers.e),
+    }
+
+
+def ec_jwk(key: ec.EllipticCurvePublicKey, kid: str) -> dict[str, str]:
+    """RFC 7517 JSON Web Key of a P-256 key, the entry format of IAP's ``public_key-jwk``."""
+    numbers = key.public_numbers()
+
+    def coordinate(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode("ascii")
+
+    return {
+        "kty": "EC",
+        "alg": "ES256",
+        "use": "sig",
+        "crv": "P-256",
+        "kid": kid,
+        "x": coordinate(numbers.x),
+        "y": coordinate(numbers.y),
     }
