@@ -293,14 +293,15 @@ impl Verifier {
     /// the clock and the key set; `None` when there is none (or its key is
     /// no longer published, or the keys are not cached).
     pub fn recall(&self, token: &str) -> Option<Result<Arc<Verified>>> {
-        self.recall_at(token.trim(), unix_now())
-    }
-
-    fn recall_at(&self, token: &str, now: f64) -> Option<Result<Arc<Verified>>> {
+        let token = token.trim();
         if token.len() > MAX_TOKEN {
             return None;
         }
-        let known = self.memo.get(&memo::digest(token))?;
+        self.recall_at(&memo::digest(token), unix_now())
+    }
+
+    fn recall_at(&self, digest: &memo::TokenDigest, now: f64) -> Option<Result<Arc<Verified>>> {
+        let known = self.memo.get(digest)?;
         let kid = known.kid.as_deref()?;
         let set = self.key_cache().peek(process::runtime_handle)?;
         if !set.contains(kid) {
@@ -314,11 +315,11 @@ impl Verifier {
         if token.len() > MAX_TOKEN {
             return Now::Done(Err(Rejection::Malformed("larger than 16 KiB").into()));
         }
-        if let Some(answer) = self.recall_at(token, now) {
+        let digest = memo::digest(token);
+        if let Some(answer) = self.recall_at(&digest, now) {
             return Now::Done(answer);
         }
         let cache = self.key_cache();
-        let digest = memo::digest(token);
         let prepared = match self.prepare(token, now) {
             Ok(Ok(prepared)) => prepared,
             Ok(Err(front_verified)) => return Now::Done(self.admit(front_verified).map(Arc::new)),
@@ -364,6 +365,33 @@ impl Verifier {
             }
         };
         self.conclude(prepared, valid, memo::digest(token), unix_now())
+    }
+
+    /// A verification against keys the caller holds: no key cache, no
+    /// memo, no I/O (fuzzing, offline checks). An unknown `kid` is refused.
+    pub fn verify_with(&self, token: &str, keys: &jwks::KeySet) -> Result<Verified> {
+        let token = token.trim();
+        if token.len() > MAX_TOKEN {
+            return Err(Rejection::Malformed("larger than 16 KiB").into());
+        }
+        let prepared = match self.prepare(token, unix_now()) {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(front_verified)) => return self.admit(front_verified),
+            Err(rejection) => return Err(rejection.into()),
+        };
+        match keys.check(&prepared.kid, prepared.signing_input, &prepared.signature) {
+            None => Err(Rejection::UnknownKey {
+                kid: clean_to(&prepared.kid, 64),
+            }
+            .into()),
+            Some(false) => Err(Rejection::BadSignature.into()),
+            Some(true) => {
+                let mut verified = prepared.verified;
+                verified.kid = Some(prepared.kid);
+                verified.signature_verified = true;
+                self.admit(verified)
+            }
+        }
     }
 
     fn conclude(
