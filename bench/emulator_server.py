@@ -79,6 +79,12 @@ def _handle(emulator: Any, message: dict[str, Any]) -> dict[str, Any]:
     if op == "reset":
         emulator.reset_counts()
         return {}
+    if op == "fault":  # for diagnosis: fail or hang the next n requests of an endpoint
+        if message["kind"] == "fail":
+            emulator.fail_next(int(message["n"]), 503, message.get("endpoint"))
+        else:
+            emulator.hang_next(int(message["n"]), message.get("endpoint"))
+        return {}
     if op == "records":
         # For tracing: when each token-issuing request arrived and was answered,
         # on this machine's CLOCK_MONOTONIC (the worker's time.monotonic()).

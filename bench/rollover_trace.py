@@ -37,13 +37,16 @@ sys.path.insert(0, str(HERE))
 import runner  # noqa: E402  (bench/ is not a package)
 
 
-def run_once(lifetime: int, seconds: float, timeout: float) -> dict[str, Any]:
+def run_once(
+    lifetime: int, seconds: float, timeout: float, nice: bool = True, fault: str = ""
+) -> dict[str, Any]:
     prefix = runner.network_isolation()
     with runner.scratch_env() as env:
         env = {
             **env,
             "BENCH_ROLLOVER_LIFETIME": str(lifetime),
             "BENCH_ROLLOVER_SECONDS": str(seconds),
+            "BENCH_ROLLOVER_FAULT": fault,
         }
         command = [*prefix, sys.executable, str(HERE / "worker.py"), "rollover", "ours", "--trace"]
         done = subprocess.run(
@@ -53,7 +56,7 @@ def run_once(lifetime: int, seconds: float, timeout: float) -> dict[str, Any]:
             env=env,
             cwd=runner.ROOT,
             timeout=timeout,
-            preexec_fn=runner.raise_priority,
+            preexec_fn=runner.raise_priority if nice else None,
             check=False,
         )
     for line in done.stdout.splitlines():
@@ -71,12 +74,20 @@ def _schedule(stored: float, lifetime: float) -> tuple[float, float]:
 
 
 def explain(result: dict[str, Any], threshold_ms: float) -> list[str]:
+    """One block per token that slow calls got: the calls, the schedule, what happened."""
     trace = result["trace"]
     began = trace["began"]
     offset = trace["wall_minus_mono"][0]
     exp = {int(k): v for k, v in trace["exp"].items()}
-    upstream = sorted(trace["upstream"], key=lambda r: r["finished"] or 1e18)
-    stores = [t for t, _, m in trace["log"] if m.startswith("fetched")]
+    unanswered = [r for r in trace["upstream"] if r["finished"] is None]
+    upstream = sorted(
+        (r for r in trace["upstream"] if r["finished"] is not None), key=lambda r: r["finished"]
+    )
+    fetched = [t for t, _, m in trace["log"] if m.startswith("fetched")]
+    # Token #0 was primed just before the run (the last fetch before it); token
+    # #k came from the k-th upstream request of the run.
+    stores = [max((t for t in fetched if t < began), default=None)]
+    stores += [t for t in fetched if t >= began]
     starts = [t for t, _, m in trace["log"] if m.startswith("refreshing")]
 
     def rel(t: float | None) -> str:
@@ -86,42 +97,107 @@ def explain(result: dict[str, Any], threshold_ms: float) -> list[str]:
     drift = (trace["wall_minus_mono"][1] - trace["wall_minus_mono"][0]) * 1000
     if abs(drift) > 1:
         lines.append(f"  clock: wall - monotonic moved by {drift:.1f} ms during the run")
-    for start, took, caller, token, left in trace["calls"]:
-        if took * 1000 < threshold_ms:
-            continue
+    slow: dict[int, list[tuple[float, float, float]]] = {}
+    for start, took, _caller, token, left in trace["calls"]:
+        if took * 1000 >= threshold_ms:
+            slow.setdefault(token, []).append((start, took, left))
+    for token, calls in sorted(slow.items()):
+        first = min(c[0] for c in calls)
+        end = max(c[0] + c[1] for c in calls)
+        worst = max(c[1] for c in calls)
         lines.append(
-            f"  slow call at {rel(start)}: {took * 1000:.1f} ms, caller {caller}, "
-            f"got token #{token} with {left:.2f} s left"
+            f"  {len(calls)} slow call(s) from {rel(first)} to {rel(end)}, worst "
+            f"{worst * 1000:.1f} ms; they got token #{token} ({calls[0][2]:.2f} s left)"
         )
         prev = token - 1
-        # Token #0 was primed before the run; token #k (k >= 1) came from the k-th
-        # upstream request of the run, stored when the core logged "fetched".
-        stored_prev = None
-        if prev >= 1 and prev - 1 < len(stores):
-            stored_prev = stores[prev - 1]
-        if prev >= 0 and stored_prev is not None:
-            life = exp[prev] - (stored_prev + offset)
-            refresh_at, usable_until = _schedule(stored_prev, life)
+        if prev >= 0 and prev < len(stores) and stores[prev] is not None and prev in exp:
+            stored = stores[prev]
+            life = exp[prev] - (stored + offset)
+            refresh_at, usable_until = _schedule(stored, life)
             lines.append(
-                f"    token #{prev} before it: stored {rel(stored_prev)}, lifetime seen "
-                f"{life:.3f} s -> refresh_at {rel(refresh_at)}, usable_until {rel(usable_until)}"
+                f"    token #{prev} before it: stored {rel(stored)}, lifetime seen {life:.3f} s"
+                f" -> refresh_at {rel(refresh_at)}, usable_until {rel(usable_until)}"
             )
-        request = upstream[token - 1] if 1 <= token <= len(upstream) else None
-        if request is not None:
+        if 1 <= token <= len(upstream):
+            request = upstream[token - 1]
             lines.append(
-                f"    request for token #{token}: arrived {rel(request['started'])}, "
+                f"    upstream request for token #{token}: arrived {rel(request['started'])}, "
                 f"answered {rel(request['finished'])} (connection {request['connection']}, "
                 f"HTTP {request['status']})"
             )
-        near = [t for t in starts if start - 5 <= t <= start + took]
-        lines.append(f"    background refresh starts in the 5 s before: {[rel(t) for t in near]}")
-        stalls = [(t, d) for t, d in trace["ticks_over_2ms"] if start - 0.5 <= t <= start + took]
-        if stalls:
+        for request in unanswered:
+            if request["started"] <= end:
+                lines.append(
+                    f"    upstream request that was never answered: arrived {rel(request['started'])}"
+                    f" (connection {request['connection']})"
+                )
+        near = [rel(t) for t in starts if first - 5 <= t <= end]
+        lines.append(f"    background refresh started: {near or 'none in the 5 s before'}")
+        for t, thread, message in trace["log"]:
+            if first - 5 <= t <= end + 0.05 and not message.startswith("refreshing"):
+                lines.append(f"    log {rel(t)} [{thread}] {message[:150]}")
+        ticks = [s for s in trace["ticks_over_2ms"] if first - 0.5 <= s[0] <= end]
+        if ticks:
+            ticks.sort(key=lambda s: -s[1])
             lines.append(
-                "    loop ticks over 3 ms around it: "
-                + ", ".join(f"{rel(t)} {d * 1000:.1f} ms" for t, d in stalls)
+                f"    loop: {len(ticks)} ticks over 3 ms around them, worst (of which on the "
+                "OS run queue): "
+                + ", ".join(
+                    f"{rel(s[0])} {s[1] * 1000:.1f} ms ({s[2] * 1000 if len(s) > 2 else 0:.1f})"
+                    for s in ticks[:5]
+                )
             )
+        for t, d, generation in trace.get("gc", []):
+            if t < end and t + d > first:
+                lines.append(
+                    f"    gen-{generation} garbage collection inside them: {d * 1000:.1f} ms"
+                )
     return lines
+
+
+def summarize(paths: list[Path]) -> None:
+    """Every background refresh of the saved runs: when it started, how long, what was left."""
+    rows = []
+    for path in paths:
+        result = json.loads(path.read_text())
+        if "trace" in result:
+            rows += refreshes(result)
+    if not rows:
+        return
+    late = [r[0] * 1000 for r in rows]
+    took = sorted(r[1] * 1000 for r in rows)
+    slack = [r[2] * 1000 for r in rows]
+    print(
+        f"{len(rows)} background refreshes in {len(paths)} runs: started {min(late):.1f} to "
+        f"{max(late):.1f} ms after refresh_at; took {took[len(took) // 2]:.0f} ms median, "
+        f"{took[-1]:.0f} ms max; finished {min(slack):.0f} ms (least) before usable_until"
+    )
+
+
+def refreshes(result: dict[str, Any]) -> list[tuple[float, float, float]]:
+    """(start - refresh_at, duration, usable_until - finish) of each background refresh, s.
+
+    Pairs each "refreshing ... ahead of expiry" record with the "fetched" record
+    that follows it; the schedule is that of the token it replaced.
+    """
+    trace = result["trace"]
+    offset = trace["wall_minus_mono"][0]
+    exp = {int(k): v for k, v in trace["exp"].items()}
+    log = trace["log"]
+    fetched = [t for t, _, m in log if m.startswith("fetched")]
+    out = []
+    token = 0  # the primed token; its store is the last "fetched" before the run
+    stored = max((t for t in fetched if t < trace["began"]), default=None)
+    for t, _, message in log:
+        if not message.startswith("refreshing") or stored is None or token not in exp:
+            continue
+        finish = next((f for f in fetched if f > t), None)
+        if finish is None:
+            break
+        refresh_at, usable_until = _schedule(stored, exp[token] - (stored + offset))
+        out.append((t - refresh_at, finish - t, usable_until - finish))
+        token, stored = token + 1, finish
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,12 +207,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each run, s")
     parser.add_argument("--threshold", type=float, default=50.0, help="slow call, ms")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "rollover-trace")
+    parser.add_argument(
+        "--normal-priority", action="store_true", help="do not raise the worker's priority"
+    )
+    parser.add_argument(
+        "--fault", default="", help="upstream fault during the run: latency:S, fail:N or hang:N"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     slow_runs = 0
     for n in range(1, args.runs + 1):
         started = time.monotonic()
-        result = run_once(args.lifetime, args.seconds, timeout=args.seconds + 120)
+        result = run_once(
+            args.lifetime,
+            args.seconds,
+            args.seconds + 120,
+            nice=not args.normal_priority,
+            fault=args.fault,
+        )
         (args.out / f"run-{n}.json").write_text(json.dumps(result))
         if "error" in result:
             print(f"run {n}: {result['error']}", flush=True)
@@ -146,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             f"max {result['max_ms']:.1f} ms, waited {result['waited']}, "
             f"worst loop lag {result['worst_loop_lag_ms']:.1f} ms, "
             f"{result['token_requests']} upstream, {result['distinct_tokens']} tokens, "
-            f"min left {result['min_remaining_s']:.2f} s",
+            f"min left {result['min_remaining_s']:.2f} s, "
+            f"{result['gc_full_collections']} full GC (worst GC {result['gc_worst_ms']:.1f} ms)",
             flush=True,
         )
         lines = explain(result, args.threshold)
@@ -154,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             slow_runs += 1
             print("\n".join(lines), flush=True)
     print(f"{slow_runs} of {args.runs} runs had a call of {args.threshold:.0f} ms or more")
+    summarize(sorted(args.out.glob("run-*.json")))
     return 0
 
 

@@ -425,8 +425,8 @@ async def warm(adk: AdkAuth) -> dict[str, Any]:
     manager = adk.manager(audience("warm"))
     context = adk.context()
     await manager.get_auth_credential(context)
-    batches, per_batch = (5, 300) if QUICK else (40, 1000)
-    ex_batches, copies = (5, 300) if QUICK else (20, 2000)
+    batches, per_batch = (5, 300) if QUICK else (20, 1000)
+    ex_batches, copies = (5, 300) if QUICK else (10, 2000)
     for _ in range(per_batch * 2):  # warm-up
         await manager.get_auth_credential(context)
 
@@ -740,6 +740,28 @@ class CallerGroup:
         }
 
 
+class GcPauses:
+    """Records every garbage collection: (start, seconds, generation), on perf_counter."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, float, int]] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            now = time.perf_counter()
+            self.events.append((self._started, now - self._started, int(info["generation"])))
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self)
+
+
 class LogRecorder(logging.Handler):
     """Keeps the core's log records (refresh started, fetched) with CLOCK_MONOTONIC times."""
 
@@ -749,6 +771,24 @@ class LogRecorder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append((time.perf_counter(), record.threadName or "", record.getMessage()))
+
+
+def _rollover_fault(adk: AdkAuth) -> None:
+    """Diagnosis only (``BENCH_ROLLOVER_FAULT``): what the refreshes of the run meet upstream.
+
+    ``latency:S`` every refresh takes S seconds; ``fail:N`` the next N token
+    requests answer 503; ``hang:N`` the next N are never answered.
+    """
+    fault = os.environ.get("BENCH_ROLLOVER_FAULT", "")
+    if not fault:
+        return
+    kind, _, value = fault.partition(":")
+    if kind == "latency":
+        adk.emulator.call("set", latency=float(value))
+    elif kind in ("fail", "hang"):
+        adk.emulator.call("fault", kind=kind, n=int(value), endpoint="token")
+    else:
+        raise SystemExit(f"BENCH_ROLLOVER_FAULT={fault!r}: expected latency:S, fail:N or hang:N")
 
 
 async def rollover(adk: AdkAuth) -> dict[str, Any]:
@@ -769,13 +809,15 @@ async def rollover(adk: AdkAuth) -> dict[str, Any]:
     rolling = CallerGroup(adk, "rollover")
     await rolling.prime()
     adk.emulator.call("reset")
+    _rollover_fault(adk)
     ticker = Ticker()
     await ticker.start()
     offset_before = time.time() - time.perf_counter()
     began = time.perf_counter()
     deadline = began + seconds
     pairs = zip(control.run(deadline), rolling.run(deadline), strict=True)
-    await asyncio.gather(*(c for pair in pairs for c in pair))
+    with GcPauses() as pauses:
+        await asyncio.gather(*(c for pair in pairs for c in pair))
     await ticker.stop()
     upstream = adk.emulator.counts()["token_requests_by_audience"]
     result = rolling.stats(upstream)
@@ -785,6 +827,9 @@ async def rollover(adk: AdkAuth) -> dict[str, Any]:
     result["token_lifetime_s"] = ROLLOVER_TOKEN_LIFETIME
     result["seconds"] = seconds
     result["worst_loop_lag_ms"] = ticker.worst() * 1000
+    # A full collection inside a call is a slow call that awaited nothing.
+    result["gc_worst_ms"] = max((d for _, d, _ in pauses.events), default=0.0) * 1000
+    result["gc_full_collections"] = sum(1 for _, _, g in pauses.events if g == 2)
     if TRACE:
         records = adk.emulator.call("records")["records"]
         result["trace"] = {
@@ -795,7 +840,8 @@ async def rollover(adk: AdkAuth) -> dict[str, Any]:
             "exp": {str(n): rolling.exp_of[t] for t, n in rolling.order.items()},
             "upstream": [r for r in records if r["audience"] == rolling.audience],
             "log": LOG.records if LOG is not None else [],
-            "ticks_over_2ms": [(a, b - a) for a, b, _ in ticker.ticks if b - a > 0.003],
+            "ticks_over_2ms": [(a, b - a, q) for a, b, q in ticker.ticks if b - a > 0.003],
+            "gc": [e for e in pauses.events if e[1] > 0.001 or e[2] == 2],
         }
     return result
 
