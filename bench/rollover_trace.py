@@ -128,8 +128,8 @@ def explain(result: dict[str, Any], threshold_ms: float) -> list[str]:
         for request in unanswered:
             if request["started"] <= end:
                 lines.append(
-                    f"    upstream request that was never answered: arrived {rel(request['started'])}"
-                    f" (connection {request['connection']})"
+                    "    upstream request that was never answered: arrived "
+                    f"{rel(request['started'])} (connection {request['connection']})"
                 )
         near = [rel(t) for t in starts if first - 5 <= t <= end]
         lines.append(f"    background refresh started: {near or 'none in the 5 s before'}")
