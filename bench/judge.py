@@ -106,10 +106,11 @@ class Judgement:
     def reasons(self) -> list[str]:
         """One line per problem, for stderr and the report."""
         out = [f"{s}: {'; '.join(why)}" for s, why in self.broken.items() if why]
+        # Integrity misses and the rows they broke are named by their scenario's line.
         out += [
             f"missed: {r.target}: {r.metric}" + (f" ({r.reason})" if r.reason else "")
             for r in self.missed
-            if not (r.scenario in self.broken and r.reason.startswith("scenario broken"))
+            if not r.integrity and not r.reason.startswith("scenario broken")
         ]
         out += [f"within noise: {r.target}: {r.metric} ({r.reason})" for r in self.noise]
         return out

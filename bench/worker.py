@@ -28,8 +28,8 @@ class each manager actually held (``exchangers``) and whether
 ``adk_token_exchange`` was loaded at all (``ours_loaded``): the runner refuses
 to compare a stock run with a stock run.
 
-``BENCH_BREAK`` (comma-separated) breaks a run on purpose, to show that the
-judge fails closed (``bench/README.md``, "Failing closed"):
+``BENCH_BREAK`` (comma-separated) breaks the ``ours`` runs on purpose, to show
+that the judge fails closed (``bench/README.md``, "Failing closed"):
 ``noop-install`` (``ours`` skips ``install()``: ADK's stock exchanger stays),
 ``hang:SCENARIO`` (the scenario never finishes), ``error:SCENARIO`` (it
 raises), ``wrong-audience:SCENARIO`` (tokens are asked for another audience
@@ -69,7 +69,8 @@ IMPLS = ("stock", "adk1", "ours", "gauth")
 
 
 def broken(what: str, scenario: str | None = None) -> bool:
-    return (what if scenario is None else f"{what}:{scenario}") in BREAK
+    """Whether ``BENCH_BREAK`` breaks this (ours only: the implementation under test)."""
+    return IMPL == "ours" and (what if scenario is None else f"{what}:{scenario}") in BREAK
 
 
 class EmulatorProcess:
@@ -406,7 +407,7 @@ def audience(name: str) -> str:
     return f"https://{name}-adk.a.run.app"
 
 
-SCENARIO = ""  # set by main(); read by the BENCH_BREAK hooks
+SCENARIO = IMPL = ""  # set by main(); read by the BENCH_BREAK hooks
 
 
 # -- scenarios ------------------------------------------------------------------------
@@ -986,9 +987,9 @@ def _break(scenario: str) -> None:
 
 
 def main() -> None:
-    global SCENARIO, LOG
+    global SCENARIO, IMPL, LOG
     scenario, impl = sys.argv[1], sys.argv[2]
-    SCENARIO = scenario
+    SCENARIO, IMPL = scenario, impl
     # A hung worker dumps every thread's Python stack to stderr before the
     # runner's timeout (which then adds the native stacks with gdb).
     timeout = float(os.environ.get("BENCH_WORKER_TIMEOUT", "180"))
