@@ -427,10 +427,6 @@ class Judge:
         )
 
 
-def _never(_: float, __: dict[str, Any]) -> bool:
-    return False
-
-
 def judge(results: Results, plan: Plan, quick: bool = False) -> Judgement:
     j = Judge(results, plan, quick)
     _warm(j)

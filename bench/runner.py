@@ -60,6 +60,7 @@ WORKER_TIMEOUT = 180  # seconds; the longest scenario (rollover) takes ~20 s
 ADK1_PYTHON = ROOT / ".venv-adk1" / "bin" / "python"
 
 Results = judging.Results
+DASH = judging.DASH
 
 
 # -- isolation --------------------------------------------------------------------------
@@ -374,9 +375,6 @@ def report(
             "",
         ]
     return "\n".join(text)
-
-
-DASH = judging.DASH
 
 
 def _headline(verdict: judging.Judgement) -> str:
