@@ -67,12 +67,10 @@ class Run:
 
 @pytest.fixture(autouse=True)
 def fresh_exchanger() -> Iterator[None]:
-    """Cold token cache, ADK's own exchanger cache empty, uninstalled after."""
-    adk_token_exchange.clear_cache()
+    """ADK's own exchanger cache empty, uninstalled after."""
     _reset_stock_cache()
     yield
     adk_token_exchange.uninstall()
-    adk_token_exchange.clear_cache()
     _reset_stock_cache()
 
 

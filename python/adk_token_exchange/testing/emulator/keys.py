@@ -1,4 +1,5 @@
-"""RSA keys for the emulator: a small per-process pool, since 2048-bit generation is slow."""
+"""Keys for the emulator: RSA from a small per-process pool (2048-bit generation is
+slow), and the JWK forms of RSA and P-256 public keys."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cryptography.x509.oid import NameOID
 __all__ = [
     "certificate_pem",
     "ec_jwk",
+    "fresh_key",
     "jwk",
     "pooled_key",
     "private_key_pem",
@@ -36,6 +38,11 @@ def pooled_key(index: int) -> rsa.RSAPrivateKey:
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             _pool[slot] = key
         return key
+
+
+def fresh_key() -> rsa.RSAPrivateKey:
+    """A key of its own (slow: RSA generation), for rotations and forgeries."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def private_key_pem(key: rsa.RSAPrivateKey) -> str:
