@@ -26,10 +26,11 @@ from google.adk.auth.exchanger.base_credential_exchanger import ExchangeResult
 
 from .. import errors
 from .._native import Credentials, ModelKey, Token, TokenRequest
+from .._request import CLOUD_PLATFORM
 from .errors import config_error, wrap_error
 
 __all__ = [
-    "CLOUD_PLATFORM_SCOPE",
+    "CLOUD_PLATFORM",
     "ID_TOKEN_FIELDS",
     "REQUEST_KEY",
     "SCOPES_REQUIRED",
@@ -38,7 +39,6 @@ __all__ = [
     "read_request",
 ]
 
-CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
 # ADK >= 1.26 models these; 1.24.1 keeps them in model_extra.
 ID_TOKEN_FIELDS: Final = "use_id_token" in ServiceAccount.model_fields
 SCOPES_REQUIRED: Final = ServiceAccount.model_fields["scopes"].is_required()
@@ -88,7 +88,7 @@ def read_request(auth_credential: Any) -> TokenRequest:
                     " or use adk_token_exchange.id_token_credential(<service URL>)."
                 )
             return credentials.id_token_request(audience)
-        return credentials.access_token_request(list(sa.scopes or ()) or [CLOUD_PLATFORM_SCOPE])
+        return credentials.access_token_request(list(sa.scopes or ()) or [CLOUD_PLATFORM])
     except errors.TokenExchangeError as exc:
         # A key or file the core refuses up front (bad PEM, a foreign
         # token_uri): ADK's error family too, like every fetch error.
