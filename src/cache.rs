@@ -2,7 +2,7 @@
 //!
 //! One `TokenCache` per credential identity (in this process's registry,
 //! `credentials.rs`), one slot per `TokenRequest` (kind + audience or sorted
-//! scopes). The rules (DESIGN.md, "Cache"):
+//! scopes). The rules (docs/architecture.md, "Cache states"):
 //!
 //! * **fresh**: served from memory; a short `std` mutex, no await, no I/O;
 //! * **in the refresh window** (the last `refresh_window`, at most a quarter
