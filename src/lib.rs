@@ -35,7 +35,7 @@ mod _native {
         impersonation_chain, Credentials, PyToken, PyTokenRequest, SourceInfo,
     };
     #[pymodule_export]
-    use crate::bindings::exchanger::ServiceAccountExchanger;
+    use crate::bindings::exchanger::{ModelKey, ServiceAccountExchanger};
     #[pymodule_export]
     use crate::bindings::verifier::PyTokenVerifier;
     #[pymodule_export]

@@ -9,6 +9,7 @@ from typing_extensions import disjoint_base
 __all__ = [
     "Coroutine",
     "Credentials",
+    "ModelKey",
     "ServiceAccountExchanger",
     "SourceInfo",
     "Token",
@@ -170,6 +171,20 @@ class TokenRequest:
     @property
     def credentials(self) -> Credentials: ...
 
+@final
+class ModelKey:
+    """The fields of ADK's credential model that decide a request, by name."""
+
+    def __new__(
+        cls,
+        attribute: str,
+        fields: Sequence[str],
+        nested: str,
+        nested_fields: Sequence[str],
+    ) -> ModelKey: ...
+    def key(self, credential: Any) -> tuple[Any, ...] | None:
+        """The content key of ``credential``; ``None`` without ``credential.<attribute>``."""
+
 @disjoint_base
 class ServiceAccountExchanger:
     """ADK's ``BaseCredentialExchanger`` interface, implemented in Rust.
@@ -180,7 +195,7 @@ class ServiceAccountExchanger:
 
     def __new__(
         cls,
-        request_key: Callable[[Any], Any],
+        request_key: ModelKey,
         read_request: Callable[[Any], TokenRequest],
         build_result: Callable[[Token], tuple[Any, Any]],
         wrap_error: Callable[[BaseException], BaseException],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, ClassVar, Literal
 
-from .._audience import origin_of
+from .._request import origin_of
 
 __all__ = [
     "AUTHORIZATION",
