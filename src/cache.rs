@@ -554,6 +554,7 @@ mod tests {
                 impersonating: None,
                 quota_project_id: None,
                 token_uri: None,
+                federation: None,
             }
         }
     }
