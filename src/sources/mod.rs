@@ -487,6 +487,16 @@ pub(crate) fn access_token_from_json(
     let secs = r
         .number("expires_in")?
         .ok_or_else(|| invalid(endpoint, "no `expires_in` in the response".into()))?;
+    access_token_expiring_in(endpoint, value, secs, issued_at)
+}
+
+/// An access token living `secs` from `issued_at`, the lifetime checked for sanity.
+pub(crate) fn access_token_expiring_in(
+    endpoint: &str,
+    value: Secret,
+    secs: f64,
+    issued_at: SystemTime,
+) -> Result<Token> {
     if !(secs > 0.0 && secs <= MAX_LIFETIME.as_secs_f64()) {
         return Err(invalid(
             endpoint,

@@ -133,7 +133,7 @@ impl Executable {
                 self.program()
             )));
         }
-        if let Some(token) = self.from_output_file().await {
+        if let Some(token) = self.cached_response().await {
             return Ok(token);
         }
         let stdout = self.run(ctx).await?;
@@ -166,7 +166,7 @@ impl Executable {
     }
 
     /// An unexpired successful response the program left in `output_file`.
-    async fn from_output_file(&self) -> Option<Secret> {
+    async fn cached_response(&self) -> Option<Secret> {
         let path = self.output_file.clone()?;
         let bytes = read_file_bounded(path, format!("{}: output_file", self.what))
             .await

@@ -70,14 +70,14 @@ use reqwest::Url;
 pub use self::credential_source::{CredentialSource, SubjectContext, MAX_SUBJECT_TOKEN};
 use super::impersonated::{ImpersonatedServiceAccount, DEFAULT_LIFETIME};
 use super::{
-    invalid, optional, required, universe_of, BoxFuture, CredentialFile, Federation, JsonObject,
-    ResponseFields, SourceDescription, SourceKind, TokenSource, MAX_LIFETIME,
+    access_token_expiring_in, invalid, optional, required, universe_of, BoxFuture, CredentialFile,
+    Federation, JsonObject, ResponseFields, SourceDescription, SourceKind, TokenSource,
 };
 use crate::error::{self, Error, Result};
 use crate::http::{self, Call};
 use crate::identity::Identity;
 use crate::request::TokenRequest;
-use crate::token::{Secret, Token, TokenKind};
+use crate::token::{Secret, Token};
 
 /// RFC 8693's grant type.
 pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -393,20 +393,7 @@ fn sts_access_token(
             .and_then(|s| s.trim().parse::<f64>().ok())
             .ok_or_else(|| invalid(endpoint, "`expires_in` is not a number".into()))?,
     };
-    if !(secs > 0.0 && secs <= MAX_LIFETIME.as_secs_f64()) {
-        return Err(invalid(
-            endpoint,
-            format!(
-                "`expires_in` is {secs}, outside (0, {}] seconds",
-                MAX_LIFETIME.as_secs()
-            ),
-        ));
-    }
-    Ok(Token::new(
-        value,
-        TokenKind::Access,
-        issued_at + Duration::from_secs_f64(secs),
-    ))
+    access_token_expiring_in(endpoint, value, secs, issued_at)
 }
 
 impl fmt::Debug for StsExchange {
