@@ -40,12 +40,15 @@ if TYPE_CHECKING:
     from google.adk.auth.auth_credential import AuthCredential
 
     from .exchanger import ServiceAccountExchanger
+    from .httpx_auth import AccessTokenAuth, IdTokenAuth, http_client_factory
 
     __version__: str
 
 __all__ = [
+    "AccessTokenAuth",
     "ConfigurationError",
     "CredentialsNotFoundError",
+    "IdTokenAuth",
     "PermanentError",
     "ServiceAccountExchanger",
     "TokenExchangeError",
@@ -55,6 +58,7 @@ __all__ = [
     "access_token_credential",
     "clear_cache",
     "configure",
+    "http_client_factory",
     "id_token_credential",
     "install",
     "is_installed",
@@ -217,11 +221,16 @@ def clear_cache() -> None:
 
 def __getattr__(name: str) -> Any:
     # ServiceAccountExchanger subclasses ADK's BaseCredentialExchanger, so it
-    # imports ADK; the version lives in the Rust core: each only when asked for.
+    # imports ADK; the auth classes import httpx; the version lives in the Rust
+    # core: each only when asked for.
     if name == "ServiceAccountExchanger":
         from .exchanger import ServiceAccountExchanger
 
         return ServiceAccountExchanger
+    if name in ("IdTokenAuth", "AccessTokenAuth", "http_client_factory"):
+        from . import httpx_auth
+
+        return getattr(httpx_auth, name)
     if name == "__version__":
         from . import _native
 

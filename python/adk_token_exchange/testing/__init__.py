@@ -16,7 +16,12 @@ Example::
         key = google.service_account_info()
         ...  # an agent with McpToolset(url=mcp_server.url, auth_credential=...)
 
-This module is independent of the package's Rust core; it needs PyJWT,
+Beside them, imported on their own: :mod:`.isolation` (cut a process off
+from real Google credentials; ``scripts/isolated`` in the repository),
+:mod:`.scripted_llm` (a model for offline ADK agents; imports ADK) and
+:mod:`.demo` (``adk-token-exchange demo``).
+
+This package never uses the package's Rust core; it needs PyJWT,
 cryptography, uvicorn and the ``mcp`` SDK (1.x or 2.x):
 ``pip install "adk-token-exchange[testing]"``.
 """

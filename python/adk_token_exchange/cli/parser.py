@@ -1,0 +1,103 @@
+"""The ``adk-token-exchange`` command line: its commands and options, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import CLOUD_PLATFORM_SCOPE
+from .probe import PROBE_TIMEOUT_SECONDS
+
+__all__ = ["build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug logs of adk_token_exchange (and its Rust core) on stderr",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    creds = argparse.ArgumentParser(add_help=False)
+    creds.add_argument(
+        "--key",
+        metavar="FILE",
+        help="a credential JSON file (service_account, authorized_user,"
+        " impersonated_service_account) instead of Application Default Credentials",
+    )
+    creds.add_argument(
+        "--impersonate",
+        metavar="EMAIL",
+        help="mint the token as this service account (IAM Credentials API)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="adk-token-exchange",
+        description="Google ID and access tokens for ADK agents calling Cloud Run, Cloud"
+        " Functions and IAP (google/adk-python#4458).",
+        epilog="Exit codes: 0 ok, 1 token or credential error, 2 usage.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", default=False, help="debug logs")
+    parser.add_argument("--json", action="store_true", default=False, help="machine-readable")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    id_token = commands.add_parser(
+        "id-token",
+        parents=[common, creds],
+        help="print an ID token for a URL (like gcloud auth print-identity-token)",
+        description="Print an OIDC ID token, e.g. for"
+        ' curl -H "Authorization: Bearer $(adk-token-exchange id-token --audience URL)" URL',
+    )
+    id_token.add_argument(
+        "--audience", required=True, metavar="URL", help="the service URL (its origin is used)"
+    )
+    id_token.add_argument(
+        "--exact", action="store_true", help="use --audience verbatim, not the URL's origin"
+    )
+
+    access_token = commands.add_parser(
+        "access-token",
+        parents=[common, creds],
+        help="print an OAuth2 access token (for Google APIs)",
+    )
+    access_token.add_argument(
+        "--scopes",
+        nargs="+",
+        metavar="SCOPE",
+        help=f"OAuth scopes (default: {CLOUD_PLATFORM_SCOPE})",
+    )
+
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[common, creds],
+        help="explain which credential is used, what its token says, and why a service"
+        " accepts or rejects it",
+    )
+    doctor.add_argument("--audience", metavar="URL", help="mint an ID token for this audience")
+    doctor.add_argument(
+        "--exact", action="store_true", help="use --audience verbatim, not the URL's origin"
+    )
+    doctor.add_argument(
+        "--probe",
+        metavar="URL",
+        help="call this URL with the token and explain the answer (implies --audience URL)",
+    )
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        default=PROBE_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"probe timeout (default {PROBE_TIMEOUT_SECONDS:g})",
+    )
+
+    commands.add_parser(
+        "demo",
+        parents=[common],
+        help="run an ADK agent against a local Cloud-Run-like MCP server:"
+        " ADK's exchanger (401) vs this package (200)",
+    )
+    return parser

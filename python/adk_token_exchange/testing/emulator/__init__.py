@@ -1,0 +1,623 @@
+"""A local Google: OAuth token endpoint, metadata server, IAM Credentials and certs.
+
+One loopback HTTP/1.1 server (``127.0.0.1`` or ``::1``, ephemeral port,
+background thread) speaks the wire protocols Google documents, so unmodified
+clients (google-auth, gcloud's ADC files, this package's Rust core) work
+against it by pointing ``token_uri``, ``GCE_METADATA_HOST`` or an
+impersonation URL at it. One module per Google service:
+
+- :mod:`.oauth`: ``POST /token``, JWT-bearer and refresh-token grants;
+- :mod:`.metadata`: ``/`` and ``/computeMetadata/v1/...``;
+- :mod:`.iam`: IAM Credentials ``generateAccessToken`` / ``generateIdToken``;
+- :mod:`.certs`: ``/oauth2/v3/certs`` (JWK set) and ``/oauth2/v1/certs`` (PEM map);
+
+on a shared core: :mod:`.server` (HTTP), :mod:`.accounts` (who exists),
+:mod:`.minting` (tokens and the "Google" signing key), :mod:`.faults` and
+:mod:`.records`. A new service is a :class:`~.service.Service` subclass in a
+module of its own, listed in :data:`SERVICES`.
+
+Every ID token is RS256, signed by the emulator's own "Google" key and carries
+``iss = https://accounts.google.com``. Every access token is remembered, so a
+protected test server can check it in-process (:meth:`GoogleEmulator.access_token_info`).
+Faults (errors, arbitrary bodies, latency, hangs) can be injected per endpoint,
+and every request and TCP connection is counted. STS and workload identity
+federation, ``signBlob`` and ``signJwt`` are not emulated yet.
+
+It never uses this package's Rust core: it is the other side of the wire.
+
+Example::
+
+    with GoogleEmulator() as google:
+        info = google.service_account_info()
+        creds = service_account.IDTokenCredentials.from_service_account_info(
+            info, target_audience="https://my-service.run.app"
+        )
+        creds.refresh(google.auth.transport.requests.Request())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from . import keys
+from .accounts import Accounts, AuthorizedUser
+from .certs import JWKS_PATH, PEM_CERTS_PATH, X509_PATH, Certs
+from .faults import Fault, FaultPlan
+from .iam import IAM_PATH, IamCredentials
+from .metadata import MetadataServer
+from .minting import CLOUD_PLATFORM_SCOPE, GOOGLE_ISSUER, AccessTokenInfo, InvalidIdToken, Mint
+from .oauth import (
+    ADC_LOGIN_SCOPES,
+    GCLOUD_ADC_CLIENT_ID,
+    GCLOUD_CLIENT_ID,
+    TOKEN_PATH,
+    TokenEndpoint,
+)
+from .records import EndpointKind, RequestLog, RequestRecord
+from .server import JSON, LoopbackHTTPServer, Request, Response
+from .service import GoogleState, Service, api_failure
+from .wire import Reject, json_response, numeric_id, to_bytes
+
+__all__ = [
+    "CLOUD_PLATFORM_SCOPE",
+    "GCLOUD_ADC_CLIENT_ID",
+    "GCLOUD_CLIENT_ID",
+    "GOOGLE_ISSUER",
+    "SERVICES",
+    "AccessTokenInfo",
+    "EndpointKind",
+    "GoogleEmulator",
+    "InvalidIdToken",
+    "RequestRecord",
+]
+
+_log = logging.getLogger(__name__)
+
+SERVICES: tuple[type[Service], ...] = (TokenEndpoint, MetadataServer, IamCredentials, Certs)
+"""The emulated services, asked in this order which one owns a request's path."""
+
+
+class _EnvTarget(Protocol):
+    def setenv(self, name: str, value: str, prepend: str | None = None) -> None: ...
+
+    def setattr(self, target: Any, name: str, value: Any, raising: bool = True) -> None: ...
+
+
+class GoogleEmulator:
+    """Google's token, metadata, IAM Credentials and certs endpoints on loopback.
+
+    Thread-safe. Use as a context manager, or :meth:`start` / :meth:`stop`.
+
+    Args:
+        project_id: Project of the metadata server and of default service accounts.
+        project_number: Numeric project id the metadata server reports.
+        metadata_service_account: Identity of the metadata server; default is
+            the project's Compute Engine default service account.
+        token_lifetime: Seconds every issued token lives (Google: 3600).
+        host: Loopback address to bind: ``"127.0.0.1"`` or ``"::1"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        project_id: str = "emulated-project",
+        project_number: str = "123456789012",
+        metadata_service_account: str | None = None,
+        token_lifetime: int = 3600,
+        host: str = "127.0.0.1",
+    ) -> None:
+        metadata_email = (
+            metadata_service_account or f"{project_number}-compute@developer.gserviceaccount.com"
+        )
+        self._state = GoogleState(
+            project_id=project_id,
+            project_number=project_number,
+            metadata_email=metadata_email,
+            accounts=Accounts(),
+            mint=Mint(token_lifetime),
+        )
+        self._services = tuple(service(self._state) for service in SERVICES)
+        self._host = host
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: LoopbackHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port = 0
+        self._faults = FaultPlan()
+        self._log = RequestLog()
+        self.register_service_account(metadata_email)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> GoogleEmulator:
+        """Bind ``HOST:0`` and serve in a background thread; returns ``self``."""
+        with self._lock:
+            if self._server is not None:
+                return self
+            self._stopping.clear()
+            server = LoopbackHTTPServer(
+                self._handle, self._log.connection_accepted, self._stopping, self._host
+            )
+            self._port = server.port
+            self._state.url = f"http://{self._authority(server.port)}"
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"GoogleEmulator:{server.port}",
+                daemon=True,
+            )
+            self._server, self._thread = server, thread
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hung requests are released and their connections closed."""
+        with self._lock:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.drop_connections()
+        server.server_close()  # joins the handler threads
+        if thread is not None:
+            thread.join()
+
+    def __enter__(self) -> GoogleEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- configuration ---------------------------------------------------------------
+
+    @property
+    def project_id(self) -> str:
+        """Project of the metadata server and of default service accounts."""
+        return self._state.project_id
+
+    @project_id.setter
+    def project_id(self, value: str) -> None:
+        self._state.project_id = value
+
+    @property
+    def project_number(self) -> str:
+        """Numeric project id the metadata server reports."""
+        return self._state.project_number
+
+    @project_number.setter
+    def project_number(self, value: str) -> None:
+        self._state.project_number = value
+
+    @property
+    def token_lifetime(self) -> int:
+        """Seconds every issued token lives; a few seconds for rollover tests."""
+        return self._state.mint.token_lifetime
+
+    @token_lifetime.setter
+    def token_lifetime(self, seconds: int) -> None:
+        self._state.mint.token_lifetime = seconds
+
+    @property
+    def metadata_scopes(self) -> tuple[str, ...]:
+        """Scopes the metadata server's identity has (``.../default/scopes``)."""
+        return self._state.metadata_scopes
+
+    @metadata_scopes.setter
+    def metadata_scopes(self, scopes: tuple[str, ...]) -> None:
+        self._state.metadata_scopes = tuple(scopes)
+
+    @property
+    def internal_errors(self) -> list[BaseException]:
+        """Unexpected exceptions inside the emulator (answered with 500); tests may assert empty."""
+        return self._state.internal_errors
+
+    # -- addresses -------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = "running" if self._server is not None else "stopped"
+        where = f" at {self.url}" if self._port else ""
+        return f"<GoogleEmulator {state}{where}>"
+
+    def _authority(self, port: int) -> str:
+        return f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
+
+    @property
+    def host(self) -> str:
+        """The loopback address it binds (``127.0.0.1`` or ``::1``)."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound port (kept after :meth:`stop`; a restart binds a new one)."""
+        if not self._port:
+            raise RuntimeError("GoogleEmulator was never started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Origin of every endpoint, ``http://127.0.0.1:PORT`` (``http://[::1]:PORT``)."""
+        return f"http://{self.metadata_host}"
+
+    @property
+    def token_uri(self) -> str:
+        """OAuth 2.0 token endpoint; the ``token_uri`` of the key files it hands out."""
+        return f"{self.url}{TOKEN_PATH}"
+
+    @property
+    def metadata_host(self) -> str:
+        """``host:port`` for ``GCE_METADATA_HOST`` and ``GCE_METADATA_IP``."""
+        return self._authority(self.port)
+
+    @property
+    def certs_url(self) -> str:
+        """PEM certificate map, what ``google.oauth2.id_token.verify_token`` reads."""
+        return f"{self.url}{PEM_CERTS_PATH}"
+
+    @property
+    def jwks_url(self) -> str:
+        """JWK set of the ID token signing key."""
+        return f"{self.url}{JWKS_PATH}"
+
+    def iam_url(self, email: str, method: str = "generateAccessToken") -> str:
+        """IAM Credentials URL for ``email`` (``generateAccessToken`` or ``generateIdToken``)."""
+        return f"{self.url}{IAM_PATH}-/serviceAccounts/{email}:{method}"
+
+    # -- identities ------------------------------------------------------------------
+
+    @property
+    def metadata_service_account(self) -> str:
+        """Email the metadata server acts as."""
+        return self._state.metadata_email
+
+    @metadata_service_account.setter
+    def metadata_service_account(self, email: str) -> None:
+        self.register_service_account(email)
+        self._state.metadata_email = email
+
+    def register_service_account(self, email: str, *, project_id: str | None = None) -> None:
+        """Make ``email`` an existing service account (keyless: impersonation target only)."""
+        self._state.accounts.register(email, project_id or self.project_id)
+
+    def service_account_info(
+        self, email: str | None = None, *, project_id: str | None = None
+    ) -> dict[str, str]:
+        """A service account key JSON as the Cloud console issues it, ``token_uri`` → here.
+
+        The same email always gets the same key. The default email is a fresh
+        ``agent-N@PROJECT.iam.gserviceaccount.com``.
+        """
+        account = self._state.accounts.with_key(email, project_id or self.project_id)
+        assert account.key is not None and account.key_id is not None
+        return {
+            "type": "service_account",
+            "project_id": account.project_id,
+            "private_key_id": account.key_id,
+            "private_key": keys.private_key_pem(account.key),
+            "client_email": account.email,
+            "client_id": account.client_id,
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": self.token_uri,
+            "auth_provider_x509_cert_url": self.certs_url,
+            "client_x509_cert_url": f"{self.url}{X509_PATH}{quote(account.email)}",
+            "universe_domain": "googleapis.com",
+        }
+
+    def authorized_user_info(
+        self,
+        email: str = "developer@example.com",
+        *,
+        client_id: str = GCLOUD_ADC_CLIENT_ID,
+        client_secret: str | None = None,
+        quota_project_id: str | None = None,
+        scopes: Sequence[str] = ADC_LOGIN_SCOPES,
+    ) -> dict[str, str]:
+        """An ``authorized_user`` ADC file as ``gcloud auth application-default login`` writes it.
+
+        ``token_uri`` points here (google-auth ignores it and always uses
+        Google's; see ``Credentials.with_token_uri``). The refresh token is
+        fresh on every call; ``scopes`` are what the login granted (with
+        ``openid``, refreshes also return an ``id_token``).
+        """
+        refresh_token = "1//emulated-" + secrets.token_urlsafe(32)
+        secret = client_secret or "emulated-" + secrets.token_urlsafe(12)
+        user = AuthorizedUser(email, client_id, secret, tuple(scopes))
+        self._state.accounts.add_user(refresh_token, user)
+        info = {
+            "type": "authorized_user",
+            "client_id": client_id,
+            "client_secret": secret,
+            "refresh_token": refresh_token,
+            "token_uri": self.token_uri,
+            "account": email,
+            "universe_domain": "googleapis.com",
+        }
+        if quota_project_id is not None:
+            info["quota_project_id"] = quota_project_id
+        return info
+
+    def revoke_refresh_token(self, refresh_token: str) -> None:
+        """Forget a refresh token: later grants get ``invalid_grant`` (``gcloud auth revoke``)."""
+        self._state.accounts.revoke(refresh_token)
+
+    def delete_service_account(self, email: str) -> None:
+        """Delete a service account: its key stops working and IAM answers 404 for it."""
+        self._state.accounts.delete(email)
+
+    def impersonated_info(
+        self, source_info: Mapping[str, Any], target_email: str, delegates: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """An ``impersonated_service_account`` ADC file, as gcloud writes with
+        ``--impersonate-service-account``.
+
+        The target and delegates become existing service accounts here.
+        """
+        for email in (*delegates, target_email):
+            self.register_service_account(email)
+        return {
+            "type": "impersonated_service_account",
+            "service_account_impersonation_url": self.iam_url(target_email),
+            "delegates": list(delegates),
+            "source_credentials": dict(source_info),
+        }
+
+    @staticmethod
+    def write_json(directory: str | os.PathLike[str], name: str, info: Mapping[str, Any]) -> Path:
+        """Write ``info`` as ``directory/name`` (directories created) and return the path."""
+        path = Path(directory) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info, indent=2))
+        return path
+
+    def write_application_default_credentials(
+        self, info: Mapping[str, Any], config_dir: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Write ``info`` where gcloud keeps ADC: ``application_default_credentials.json``
+        under ``config_dir``, else ``$CLOUDSDK_CONFIG``, else ``~/.config/gcloud``."""
+        directory = config_dir or os.environ.get("CLOUDSDK_CONFIG")
+        if not directory:
+            directory = Path.home() / ".config" / "gcloud"
+        return self.write_json(directory, "application_default_credentials.json", info)
+
+    def use_metadata_server(self, target: _EnvTarget | MutableMapping[str, str]) -> None:
+        """Point ``GCE_METADATA_HOST`` and ``GCE_METADATA_IP`` at this emulator.
+
+        ``target`` is a pytest ``MonkeyPatch`` (undone after the test) or an
+        environment mapping such as ``os.environ``. google-auth reads
+        ``GCE_METADATA_HOST`` once, at import; its module-level copy is
+        patched too (through the ``MonkeyPatch``, or directly when ``target``
+        is ``os.environ`` itself).
+        """
+        host = self.metadata_host
+        metadata_module = sys.modules.get("google.auth.compute_engine._metadata")
+        if isinstance(target, MutableMapping):
+            target["GCE_METADATA_HOST"] = host
+            target["GCE_METADATA_IP"] = host
+            if target is os.environ and metadata_module is not None:
+                metadata_module._GCE_METADATA_HOST = host  # type: ignore[attr-defined]
+            return
+        target.setenv("GCE_METADATA_HOST", host)
+        target.setenv("GCE_METADATA_IP", host)
+        if metadata_module is not None:
+            target.setattr(metadata_module, "_GCE_METADATA_HOST", host)
+
+    # -- impersonation policy --------------------------------------------------------
+
+    def restrict_impersonation(self) -> None:
+        """From now on only pairs passed to :meth:`allow_impersonation` may impersonate."""
+        self._state.accounts.restrict_impersonation()
+
+    def allow_impersonation(self, principal: str, target: str) -> None:
+        """Grant ``principal`` Service Account Token Creator on ``target``."""
+        self._state.accounts.allow_impersonation(principal, target)
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def access_token_info(self, token: str) -> AccessTokenInfo | None:
+        """The issued access token's principal, scopes and expiry (expired ones too)."""
+        return self._state.mint.access_token_info(token)
+
+    def issue_access_token(
+        self,
+        principal: str,
+        scopes: Sequence[str] = (CLOUD_PLATFORM_SCOPE,),
+        *,
+        lifetime: float | None = None,
+        source: str = "direct",
+    ) -> str:
+        """Mint an access token without a request (negative ``lifetime``: already expired)."""
+        return self._state.mint.issue_access_token(
+            principal, scopes, lifetime=lifetime, source=source
+        )
+
+    def issue_id_token(
+        self,
+        audience: str,
+        *,
+        email: str | None = None,
+        lifetime: float | None = None,
+        claims: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Mint a Google-signed ID token without a request.
+
+        Args:
+            audience: ``aud`` claim.
+            email: ``email`` claim (and ``sub`` derived from it); default the
+                metadata service account.
+            lifetime: Seconds until ``exp``; negative for an already expired token.
+            claims: Extra or overriding claims (e.g. ``{"iss": "evil"}``).
+        """
+        mint = self._state.mint
+        subject = email or self.metadata_service_account
+        payload = mint.id_claims(audience, subject, numeric_id(subject), lifetime=lifetime)
+        payload.update(claims or {})
+        return mint.sign(payload)
+
+    def public_keys(self) -> dict[str, rsa.RSAPublicKey]:
+        """The ID token signing keys by ``kid`` (what the certs endpoints publish)."""
+        return self._state.mint.public_keys()
+
+    def verify_id_token(
+        self, token: str, audience: str | Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Check an ID token as a Google-fronted service does; return its claims.
+
+        Checks: a JWT, RS256, ``kid`` of this emulator's key, valid signature,
+        ``iss`` Google, unexpired, and ``aud`` one of ``audience`` (unless None).
+
+        Raises:
+            InvalidIdToken: with a short ``reason``.
+        """
+        return self._state.mint.verify_id_token(token, audience)
+
+    # -- fault injection -------------------------------------------------------------
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 503,
+        endpoint: str | None = None,
+        body: str | bytes | Mapping[str, Any] | None = None,
+    ) -> None:
+        """Answer the next ``n`` matching requests with ``status``.
+
+        ``endpoint`` is an :data:`EndpointKind` (``"token"``, ``"metadata"``,
+        ``"iam"``, ``"certs"``) or a path substring; ``None`` matches anything.
+        ``body`` defaults to an error in the endpoint's usual format.
+        """
+        payload = None if body is None else to_bytes(body)
+        self._faults.add(Fault("fail", n, endpoint, status, payload))
+
+    def respond_next(
+        self,
+        status: int,
+        body: str | bytes | Mapping[str, Any],
+        content_type: str = JSON,
+        endpoint: str | None = None,
+        *,
+        times: int = 1,
+    ) -> None:
+        """Serve ``body`` verbatim to the next ``times`` matching requests.
+
+        For malformed answers: non-JSON, huge, a bad JWT, a wrong content type.
+        """
+        self._faults.add(Fault("respond", times, endpoint, status, to_bytes(body), content_type))
+
+    def hang_next(self, n: int = 1, endpoint: str | None = None) -> None:
+        """Accept the next ``n`` matching requests and never answer them until :meth:`stop`."""
+        self._faults.add(Fault("hang", n, endpoint))
+
+    @property
+    def latency(self) -> float:
+        """Seconds added to every token-issuing response (all endpoint kinds)."""
+        return self._faults.latency()
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self.set_latency(seconds)
+
+    def set_latency(self, seconds: float, *, endpoint: EndpointKind | None = None) -> None:
+        """Delay token-issuing responses of one endpoint kind (or all, with ``None``)."""
+        self._faults.set_latency(seconds, endpoint)
+
+    def clear_faults(self) -> None:
+        """Drop pending faults and latency."""
+        self._faults.clear()
+
+    # -- counting --------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A copy of the request records, in arrival order."""
+        return self._log.records()
+
+    def count(self, kind: EndpointKind | None = None) -> int:
+        """Requests received (of ``kind``, if given) since the last :meth:`reset_counts`."""
+        return self._log.count(kind)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted since the last :meth:`reset_counts`."""
+        return self._log.connections
+
+    def reset_counts(self) -> None:
+        """Forget request records and the connection count."""
+        self._log.reset()
+
+    # -- request handling (runs on handler threads) ----------------------------------
+
+    def _handle(self, request: Request) -> Response | None:
+        service = next((s for s in self._services if s.owns(request.path)), None)
+        kind: EndpointKind = "other" if service is None else service.kind
+        record = RequestRecord(
+            kind=kind,
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            connection=request.connection,
+            started=time.monotonic(),
+        )
+        if service is not None:
+            # What was asked, before any fault decides the answer.
+            with contextlib.suppress(ValueError, TypeError, AttributeError, jwt.PyJWTError):
+                service.describe(request, record)
+        self._log.add(record)
+        fault = self._faults.take(kind, request.path)
+        if fault is not None and fault.action == "hang":
+            self._stopping.wait()
+            return None
+        if service is not None and service.issues_tokens(request.path):
+            delay = self._faults.latency(kind)
+            if delay > 0 and self._stopping.wait(delay):
+                return None
+        if fault is not None:
+            response = _fault_response(fault, service)
+        elif service is None:
+            response = Response(404, b"Not Found", "text/plain")
+        else:
+            response = self._serve(service, request, record)
+        if service is not None:
+            service.finish(response)
+        record.status = response.status
+        record.finished = time.monotonic()
+        return response
+
+    def _serve(self, service: Service, request: Request, record: RequestRecord) -> Response:
+        try:
+            return service.serve(request, record)
+        except Reject as reject:
+            return reject.response
+        except Exception as exc:  # an emulator bug: answer 500 and keep it for the test
+            _log.exception("GoogleEmulator failed on %s %s", request.method, request.path)
+            self._state.internal_errors.append(exc)
+            return json_response(500, {"error": "internal", "error_description": str(exc)})
+
+
+def _fault_response(fault: Fault, service: Service | None) -> Response:
+    if fault.action == "respond":
+        assert fault.body is not None
+        return Response(fault.status, fault.body, fault.content_type or JSON)
+    if fault.body is not None:
+        return Response(fault.status, fault.body, JSON)
+    return api_failure(fault.status) if service is None else service.failure(fault.status)

@@ -1,0 +1,131 @@
+"""Who exists at the emulated Google: service accounts, gcloud logins, impersonation grants."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from . import keys
+from .wire import numeric_id
+
+__all__ = ["Accounts", "AuthorizedUser", "ServiceAccount"]
+
+
+@dataclass
+class ServiceAccount:
+    """A service account; ``key`` is set once a key file was handed out for it."""
+
+    email: str
+    project_id: str
+    unique_id: str
+    key: rsa.RSAPrivateKey | None
+    key_id: str | None
+    client_id: str
+
+
+@dataclass
+class AuthorizedUser:
+    """A gcloud login: the OAuth client it used and the scopes it granted."""
+
+    email: str
+    client_id: str
+    client_secret: str
+    scopes: tuple[str, ...]
+
+
+class Accounts:
+    """The identities Google knows and who may impersonate whom; thread-safe.
+
+    Until :meth:`restrict_impersonation`, anyone may impersonate anyone (the
+    Service Account Token Creator role granted everywhere).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._service_accounts: dict[str, ServiceAccount] = {}
+        self._users: dict[str, AuthorizedUser] = {}
+        self._counter = itertools.count(1)
+        self._impersonation_restricted = False
+        self._impersonation_grants: set[tuple[str, str]] = set()
+
+    # -- service accounts ------------------------------------------------------------
+
+    def register(self, email: str, project_id: str) -> ServiceAccount:
+        """The service account ``email``, created keyless if it does not exist."""
+        with self._lock:
+            account = self._service_accounts.get(email)
+            if account is None:
+                unique_id = numeric_id(email)
+                account = ServiceAccount(email, project_id, unique_id, None, None, unique_id)
+                self._service_accounts[email] = account
+            return account
+
+    def with_key(self, email: str | None, project_id: str) -> ServiceAccount:
+        """A service account that has a key: ``email``, or a fresh ``agent-N@PROJECT``.
+
+        The same email always keeps the same key.
+        """
+        with self._lock:
+            if email is None:
+                email = f"agent-{next(self._counter)}@{project_id}.iam.gserviceaccount.com"
+            account = self.register(email, project_id)
+            if account.key is None:
+                account.key = keys.pooled_key(1 + len(self._service_accounts) % 3)
+                account.key_id = secrets.token_hex(20)
+            return account
+
+    def service_account(self, email: str) -> ServiceAccount | None:
+        """The service account ``email``, if it exists."""
+        with self._lock:
+            return self._service_accounts.get(email)
+
+    def exists(self, email: str) -> bool:
+        """Whether the service account ``email`` exists."""
+        with self._lock:
+            return email in self._service_accounts
+
+    def delete(self, email: str) -> None:
+        """Delete a service account: its key stops working and IAM answers 404 for it."""
+        with self._lock:
+            self._service_accounts.pop(email, None)
+
+    # -- gcloud logins ---------------------------------------------------------------
+
+    def add_user(self, refresh_token: str, user: AuthorizedUser) -> None:
+        """Remember a login under its refresh token."""
+        with self._lock:
+            self._users[refresh_token] = user
+
+    def user(self, refresh_token: str) -> AuthorizedUser | None:
+        """The login a refresh token belongs to, unless revoked."""
+        with self._lock:
+            return self._users.get(refresh_token)
+
+    def revoke(self, refresh_token: str) -> None:
+        """Forget a refresh token (``gcloud auth revoke``)."""
+        with self._lock:
+            self._users.pop(refresh_token, None)
+
+    # -- impersonation policy --------------------------------------------------------
+
+    def restrict_impersonation(self) -> None:
+        """From now on only granted pairs may impersonate."""
+        with self._lock:
+            self._impersonation_restricted = True
+
+    def allow_impersonation(self, principal: str, target: str) -> None:
+        """Grant ``principal`` Service Account Token Creator on ``target``."""
+        with self._lock:
+            self._impersonation_grants.add((principal, target))
+
+    def may_impersonate(self, chain: Sequence[str]) -> bool:
+        """Whether each principal of ``chain`` may impersonate the next one."""
+        with self._lock:
+            if not self._impersonation_restricted:
+                return True
+            return all(pair in self._impersonation_grants for pair in itertools.pairwise(chain))

@@ -1,0 +1,18 @@
+"""The shim's tests start and end with ADK as ADK ships it and a cold token cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import adk_token_exchange
+import pytest
+
+
+@pytest.fixture
+def adk_uninstalled() -> Iterator[None]:
+    """ADK's own exchangers in place before and after the test; no cached token."""
+    adk_token_exchange.uninstall()
+    adk_token_exchange.clear_cache()
+    yield
+    adk_token_exchange.uninstall()
+    adk_token_exchange.clear_cache()

@@ -1,1 +1,0 @@
-"""Agents for the end-to-end tests; ``adk api_server tests/agents`` serves them."""

@@ -1,0 +1,1 @@
+"""Agents for the end-to-end tests; ``adk api_server tests/e2e/agents`` serves them."""
