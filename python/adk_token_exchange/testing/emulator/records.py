@@ -8,7 +8,7 @@ from typing import Literal
 
 __all__ = ["EndpointKind", "RequestLog", "RequestRecord"]
 
-EndpointKind = Literal["token", "metadata", "iam", "certs", "other"]
+EndpointKind = Literal["token", "metadata", "iam", "certs", "sts", "oidc", "aws", "other"]
 """What a request was for: the ``kind`` of the service that owns its path. Fault
 filters and :meth:`GoogleEmulator.count` use it; a new service adds its kind here."""
 
