@@ -159,7 +159,7 @@ def test_impersonation_from_a_federated_token_needs_the_pools_grant(
     )
     emulator.restrict_impersonation()
     creds = identity_pool.Credentials.from_info(info, scopes=[CLOUD_PLATFORM_SCOPE])
-    with pytest.raises(RefreshError, match="PERMISSION_DENIED|getAccessToken"):
+    with pytest.raises(RefreshError, match=r"PERMISSION_DENIED|getAccessToken"):
         creds.refresh(google_request)
 
     emulator.allow_impersonation(emulator.principal_set(github), SA)
