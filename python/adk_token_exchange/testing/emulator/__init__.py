@@ -841,6 +841,7 @@ class GoogleEmulator:
             query=request.query,
             connection=request.connection,
             started=time.monotonic(),
+            user_agent=request.headers.get("User-Agent"),
         )
         if service is not None:
             # What was asked, before any fault decides the answer.

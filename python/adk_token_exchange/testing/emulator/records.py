@@ -26,6 +26,9 @@ class RequestRecord:
     """Number of the TCP connection it arrived on (1-based, in accept order)."""
     started: float
     """``time.monotonic()`` at arrival."""
+    user_agent: str | None = None
+    """Who asked (``adk-token-exchange/…``, or google-auth inside ADK, which resolves
+    ADC for its own mTLS probe on every MCP connection)."""
     grant_type: str | None = None
     audience: str | None = None
     """Requested ID token audience (``target_audience``, ``audience``)."""
