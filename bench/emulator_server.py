@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,31 @@ def _handle(emulator: Any, message: dict[str, Any]) -> dict[str, Any]:
     if op == "reset":
         emulator.reset_counts()
         return {}
+    if op == "fault":  # for diagnosis: fail or hang the next n requests of an endpoint
+        if message["kind"] == "fail":
+            emulator.fail_next(int(message["n"]), 503, message.get("endpoint"))
+        else:
+            emulator.hang_next(int(message["n"]), message.get("endpoint"))
+        return {}
+    if op == "records":
+        # For tracing: when each token-issuing request arrived and was answered,
+        # on this machine's CLOCK_MONOTONIC (the worker's time.monotonic()).
+        return {
+            "records": [
+                {
+                    "kind": r.kind,
+                    "path": r.path,
+                    "audience": r.audience,
+                    "connection": r.connection,
+                    "started": r.started,
+                    "finished": r.finished,
+                    "status": r.status,
+                }
+                for r in emulator.requests
+                if _issues_token(r)
+            ],
+            "now": time.monotonic(),
+        }
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -1,7 +1,19 @@
-"""One benchmark scenario, one exchanger, one fresh process.
+"""One benchmark scenario, one implementation, one fresh process.
 
-``worker.py SCENARIO IMPL [--quick]`` with IMPL ``stock`` (ADK's own
-``ServiceAccountCredentialExchanger``) or ``ours`` (``adk_token_exchange.install()``).
+``worker.py SCENARIO IMPL [--quick] [--trace]`` with IMPL
+
+- ``stock``: ADK's own ``ServiceAccountCredentialExchanger``, as the
+  interpreter's ADK registers it (``.venv``: ADK 2.x);
+- ``adk1``: the same code run by ``.venv-adk1`` (ADK 1.24.1, the version of
+  google/adk-python#4458), which sends access tokens where an ID token is asked
+  for: its ID-token scenarios fail by design, and that is recorded as a finding;
+- ``ours``: ``adk_token_exchange.install()`` before the managers are built;
+- ``gauth``: google-auth used directly, without ADK's exchanger: one
+  ``IDTokenCredentials`` per tool (``google.oauth2.service_account`` for a key,
+  ``google.auth.compute_engine`` for the metadata server, which is what
+  ``google.oauth2.id_token.fetch_id_token`` builds), refreshed synchronously
+  when not ``valid`` (google-auth's API is blocking).
+
 It starts the Google emulator in a child process (``emulator_server.py``),
 points the metadata variables at it *before* google-auth is imported, runs the
 scenario and prints one line ``BENCH-RESULT <json>``. ``runner.py`` starts it
@@ -9,9 +21,19 @@ with an isolated environment (temporary HOME and CLOUDSDK_CONFIG, no
 GOOGLE_APPLICATION_CREDENTIALS) and, where it can, in a network namespace that
 has nothing but loopback.
 
-Every scenario goes through ADK's ``CredentialManager.get_auth_credential``,
-as ADK's tools call it, with a real ``Context`` (session, invocation) so both
-exchangers pay the same ADK overhead.
+Every ADK scenario goes through ``CredentialManager.get_auth_credential``, as
+ADK's tools call it, with a real context (session, invocation) so both
+exchangers pay the same ADK overhead. Every result records which exchanger
+class each manager actually held (``exchangers``) and whether
+``adk_token_exchange`` was loaded at all (``ours_loaded``): the runner refuses
+to compare a stock run with a stock run.
+
+``BENCH_BREAK`` (comma-separated) breaks the ``ours`` runs on purpose, to show
+that the judge fails closed (``bench/README.md``, "Failing closed"):
+``noop-install`` (``ours`` skips ``install()``: ADK's stock exchanger stays),
+``hang:SCENARIO`` (the scenario never finishes), ``error:SCENARIO`` (it
+raises), ``wrong-audience:SCENARIO`` (tokens are asked for another audience
+than the one checked).
 """
 
 from __future__ import annotations
@@ -21,6 +43,7 @@ import base64
 import faulthandler
 import gc
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -30,13 +53,24 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 INJECTED_LATENCY = 0.100  # seconds, targets 2-4
 MANY_AUDIENCES_LATENCY = 0.020  # seconds, target 5
-ROLLOVER_TOKEN_LIFETIME = 4  # seconds: tokens "expire every few seconds"
+# Tokens "expire every few seconds"; BENCH_ROLLOVER_LIFETIME overrides it (diagnosis).
+ROLLOVER_TOKEN_LIFETIME = int(os.environ.get("BENCH_ROLLOVER_LIFETIME", "4"))
+ROLLOVER_SECONDS = float(os.environ.get("BENCH_ROLLOVER_SECONDS", "15"))
 QUICK = "--quick" in sys.argv
+TRACE = "--trace" in sys.argv
+BREAK = {b.strip() for b in os.environ.get("BENCH_BREAK", "").split(",") if b.strip()}
+IMPLS = ("stock", "adk1", "ours", "gauth")
+
+
+def broken(what: str, scenario: str | None = None) -> bool:
+    """Whether ``BENCH_BREAK`` breaks this (ours only: the implementation under test)."""
+    return IMPL == "ours" and (what if scenario is None else f"{what}:{scenario}") in BREAK
 
 
 class EmulatorProcess:
@@ -53,6 +87,7 @@ class EmulatorProcess:
         info = self.call("info")
         self.metadata_host: str = info["metadata_host"]
         self.token_uri: str = info["token_uri"]
+        self._lock = threading.Lock()
 
     def call(self, op: str, **fields: Any) -> dict[str, Any]:
         assert self._process.stdin is not None and self._process.stdout is not None
@@ -76,13 +111,25 @@ class EmulatorProcess:
         self._process.wait(timeout=10)
 
 
-def jwt_claims(token: str) -> dict[str, Any]:
-    """A JWT's payload, unverified (only ``exp`` and ``aud`` are read)."""
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """A JWT's payload, unverified; ``None`` when the token is not a JWT (an access token)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = parts[1]
+        claims: dict[str, Any] = json.loads(
+            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        )
+    except ValueError:
+        return None
     return claims
+
+
+def is_wrong(token: str, audience: str) -> bool:
+    """Not an ID token for ``audience`` (an access token, or another audience)."""
+    claims = jwt_claims(token)
+    return claims is None or claims.get("aud") != audience
 
 
 def rss_kib() -> int:
@@ -173,21 +220,65 @@ class Ticker:
         ]
         return max(lags, default=0.0)
 
+    def worst(self) -> float:
+        """Worst overshoot of any tick, seconds (raw)."""
+        return max((t1 - t0 - self.PERIOD for t0, t1, _ in self.ticks), default=0.0)
+
+
+class DirectIdToken:
+    """google-auth used directly by a tool, without ADK's exchanger.
+
+    One credentials object per tool, built with the tool (key parsing is not
+    in the request path), refreshed synchronously when not ``valid``: what a
+    tool or a published sample auth provider does with google-auth's blocking
+    API. ``get_auth_credential`` has the manager's shape so the scenarios can
+    drive both alike.
+    """
+
+    def __init__(self, audience: str, path: str, info: dict[str, Any]) -> None:
+        from google.auth.transport.requests import Request
+
+        self.audience = audience
+        self._request = Request()
+        self.credentials: Any
+        if path == "key":
+            from google.oauth2 import service_account
+
+            self.credentials = service_account.IDTokenCredentials.from_service_account_info(
+                info, target_audience=audience
+            )
+        else:
+            from google.auth import compute_engine
+
+            self.credentials = compute_engine.IDTokenCredentials(
+                self._request, target_audience=audience, use_metadata_identity_endpoint=True
+            )
+
+    async def get_auth_credential(self, context: Any) -> Any:
+        if not self.credentials.valid:
+            self.credentials.refresh(self._request)
+        token = self.credentials.token
+        return SimpleNamespace(http=SimpleNamespace(credentials=SimpleNamespace(token=token)))
+
 
 class AdkAuth:
-    """ADK's auth objects (scheme, credentials, managers, contexts) wired to one exchanger."""
+    """ADK's auth objects (scheme, credentials, managers, contexts) wired to one implementation."""
 
     def __init__(self, impl: str, emulator: EmulatorProcess) -> None:
         self.impl = impl
         self.emulator = emulator
         warnings.simplefilter("ignore")
         from fastapi.openapi.models import OAuth2, OAuthFlowClientCredentials, OAuthFlows
-        from google.adk.agents.context import Context
         from google.adk.agents.invocation_context import InvocationContext
         from google.adk.auth import auth_credential
         from google.adk.auth.auth_tool import AuthConfig
         from google.adk.auth.credential_manager import CredentialManager
         from google.adk.sessions import InMemorySessionService, Session
+
+        try:  # ADK 2.x
+            from google.adk.agents.context import Context
+        except ImportError:  # ADK 1.x
+            from google.adk.agents.callback_context import CallbackContext as Context
 
         self._ac = auth_credential
         self._AuthConfig = AuthConfig
@@ -196,6 +287,13 @@ class AdkAuth:
         self._InvocationContext = InvocationContext
         self._Session = Session
         self._session_service = InMemorySessionService()
+        self._agent: Any = None
+        if "agent" in InvocationContext.model_fields and (
+            InvocationContext.model_fields["agent"].is_required()
+        ):
+            from google.adk.agents import LlmAgent
+
+            self._agent = LlmAgent(name="bench")
         self.scheme = OAuth2(
             flows=OAuthFlows(
                 clientCredentials=OAuthFlowClientCredentials(
@@ -203,23 +301,31 @@ class AdkAuth:
                 )
             )
         )
+        self._clear: Callable[[], None] = lambda: None
         if impl == "ours":
             import adk_token_exchange
 
-            adk_token_exchange.install()
-            self._clear: Callable[[], None] = adk_token_exchange.clear_cache
-        else:
+            if not broken("noop-install"):
+                adk_token_exchange.install()
+            self._clear = adk_token_exchange.clear_cache
+        elif impl in ("stock", "adk1"):
             from google.adk.tools.openapi_tool.auth.credential_exchangers import (
                 service_account_exchanger,
             )
 
-            self._clear = service_account_exchanger._reset_cache
+            self._clear = getattr(service_account_exchanger, "_reset_cache", lambda: None)
         self._key: Any = None
+        self._info: dict[str, Any] | None = None
+        self.managers: list[Any] = []  # every manager built, for provenance
+
+    def info(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = self.emulator.call("service_account_info", email=None)["info"]
+        return self._info
 
     def key(self) -> Any:
         if self._key is None:
-            info = self.emulator.call("service_account_info", email=None)["info"]
-            self._key = self._ac.ServiceAccountCredential.model_validate(info)
+            self._key = self._ac.ServiceAccountCredential.model_validate(self.info())
         return self._key
 
     def credential(self, audience: str, path: str) -> Any:
@@ -232,18 +338,30 @@ class AdkAuth:
                 scopes=[],
             )
         else:
+            # ADK 1.x requires ``scopes``; the key path passes none either.
             sa = ac.ServiceAccount(
-                use_default_credential=True, use_id_token=True, audience=audience
+                use_default_credential=True, use_id_token=True, audience=audience, scopes=[]
             )
         return ac.AuthCredential(
             auth_type=ac.AuthCredentialTypes.SERVICE_ACCOUNT, service_account=sa
         )
 
     def manager(self, audience: str, path: str = "key") -> Any:
-        config = self._AuthConfig(
-            auth_scheme=self.scheme, raw_auth_credential=self.credential(audience, path)
+        """What a tool holds: a CredentialManager (or, for ``gauth``, google-auth credentials)."""
+        asked = (
+            audience.replace("-adk.", "-other-adk.")
+            if broken("wrong-audience", SCENARIO)
+            else audience
         )
-        return self._CredentialManager(config)
+        if self.impl == "gauth":
+            manager: Any = DirectIdToken(asked, path, self.info())
+        else:
+            config = self._AuthConfig(
+                auth_scheme=self.scheme, raw_auth_credential=self.credential(asked, path)
+            )
+            manager = self._CredentialManager(config)
+        self.managers.append(manager)
+        return manager
 
     def exchanger(self, manager: Any) -> Any:
         return manager._exchanger_registry.get_exchanger(
@@ -252,19 +370,32 @@ class AdkAuth:
 
     def context(self, user: str = "user-0") -> Any:
         session = self._Session(id=f"session-{user}", app_name="bench", user_id=user)
-        invocation = self._InvocationContext(
-            session_service=self._session_service,
-            invocation_id=f"invocation-{user}",
-            session=session,
-        )
-        return self._Context(invocation)
+        fields: dict[str, Any] = {
+            "session_service": self._session_service,
+            "invocation_id": f"invocation-{user}",
+            "session": session,
+        }
+        if self._agent is not None:
+            fields["agent"] = self._agent
+        return self._Context(self._InvocationContext(**fields))
 
     def clear(self) -> None:
         self._clear()
 
-    def provenance(self, manager: Any) -> str:
-        exchanger = self.exchanger(manager)
-        return f"{type(exchanger).__module__}.{type(exchanger).__qualname__}"
+    def provenance(self) -> dict[str, Any]:
+        """Which class really answered, for every tool built in this run."""
+        classes = set()
+        for manager in self.managers:
+            held = manager.credentials if self.impl == "gauth" else self.exchanger(manager)
+            classes.add(f"{type(held).__module__}.{type(held).__qualname__}")
+        import google.adk
+
+        return {
+            "exchangers": sorted(classes),
+            "ours_loaded": "adk_token_exchange" in sys.modules,
+            "adk_version": google.adk.__version__,
+            "tools": len(self.managers),
+        }
 
 
 def token_of(credential: Any) -> str:
@@ -276,70 +407,89 @@ def audience(name: str) -> str:
     return f"https://{name}-adk.a.run.app"
 
 
+SCENARIO = IMPL = ""  # set by main(); read by the BENCH_BREAK hooks
+
+
 # -- scenarios ------------------------------------------------------------------------
 
 
 async def warm(adk: AdkAuth) -> dict[str, Any]:
-    """Target 1: warm exchange through CredentialManager, and the exchanger call alone."""
+    """Target 1: warm exchange through CredentialManager, and the exchanger call alone.
+
+    Two ways a call's credential can arrive: as ADK's tools pass it (the
+    manager deep-copies the tool's credential: the copies share their string
+    objects with it) and rebuilt from JSON before each call (distinct string
+    objects, equal content: a tool or credential built per request, or
+    unpickled). A memo keyed on string identity is fast in the first and pays
+    full hashing in the second; both are reported.
+    """
     manager = adk.manager(audience("warm"))
     context = adk.context()
     await manager.get_auth_credential(context)
-    batches, per_batch = (5, 300) if QUICK else (40, 1000)
+    batches, per_batch = (5, 300) if QUICK else (20, 1000)
+    ex_batches, copies = (5, 300) if QUICK else (10, 2000)
     for _ in range(per_batch * 2):  # warm-up
         await manager.get_auth_credential(context)
 
+    config = manager._auth_config
+    raw = config.raw_auth_credential
+    as_json = raw.model_dump_json()
+    rebuilt_check = type(raw).model_validate_json(as_json)
+    assert rebuilt_check == raw, "a credential rebuilt from JSON must equal the original"
+    assert rebuilt_check.service_account.audience is not raw.service_account.audience
+    fresh: list[Any] = []
+
+    def deep_copies(n: int) -> None:
+        # The previous batch's copies stay alive while the next are made, so no address repeats.
+        fresh[:] = [raw.model_copy(deep=True) for _ in range(n)]
+
+    def from_json(n: int) -> None:
+        fresh[:] = [type(raw).model_validate_json(as_json) for _ in range(n)]
+
+    def the_original(n: int) -> None:
+        fresh[:] = [raw] * n
+
+    # Through the manager. Both variants store the call's credential into the
+    # tool's AuthConfig before each call (a dict store, the same cost for both),
+    # and the manager deep-copies it as always.
     async def through_manager(n: int) -> None:
-        for _ in range(n):
+        store = config.__dict__
+        for credential in fresh[:n]:
+            store["raw_auth_credential"] = credential
             await manager.get_auth_credential(context)
+        store["raw_auth_credential"] = raw
 
     # The exchanger alone, called as CredentialManager calls it: stock
     # synchronously (exchange_credential), ours awaited (exchange), each call
-    # with its own deep copy of the tool's credential, as the manager hands it
-    # over (made before the batch, outside the timing; the previous batch's
-    # copies stay alive while the next are made, so no address repeats).
-    # Also reported: the same credential object on every call (hot caches).
+    # with its own credential object (made before the batch, outside the timing).
     exchanger = adk.exchanger(manager)
-    raw = manager._auth_config.raw_auth_credential
-    same = raw.model_copy(deep=True)
     scheme = adk.scheme
-    copies = 300 if QUICK else 2000
-    fresh: list[Any] = []
 
-    def new_copies() -> None:
-        fresh[:] = [raw.model_copy(deep=True) for _ in range(copies)]
-
-    async def exchanger_alone(credentials: list[Any]) -> None:
+    async def exchanger_alone(n: int) -> None:
         if adk.impl == "ours":
-            for credential in credentials:
+            for credential in fresh[:n]:
                 await exchanger.exchange(credential, scheme)
         else:
-            for credential in credentials:
+            for credential in fresh[:n]:
                 exchanger.exchange_credential(scheme, credential)
 
-    async def exchanger_sync(credentials: list[Any]) -> None:
-        for credential in credentials:
+    async def exchanger_sync(n: int) -> None:
+        for credential in fresh[:n]:
             exchanger.exchange_credential(scheme, credential)
 
-    async def exchanger_fresh(_: int) -> None:
-        await exchanger_alone(fresh)
-
-    async def exchanger_same(n: int) -> None:
-        await exchanger_alone([same] * n)
-
-    async def exchanger_sync_fresh(_: int) -> None:
-        await exchanger_sync(fresh)
-
-    figures: dict[str, Any] = {"exchanger": adk.provenance(manager)}
-    for name, body, n, prepare in (
-        ("manager", through_manager, per_batch, None),
-        ("exchanger", exchanger_fresh, copies, new_copies),
-        ("exchanger_same", exchanger_same, copies, None),
-        ("exchanger_sync", exchanger_sync_fresh, copies, new_copies),
-    ):
+    figures: dict[str, Any] = {}
+    plan: list[tuple[str, Callable[[int], Awaitable[None]], int, int, Callable[[int], None]]] = [
+        ("manager", through_manager, batches, per_batch, the_original),
+        ("manager_json", through_manager, batches, per_batch, from_json),
+        ("exchanger", exchanger_alone, ex_batches, copies, deep_copies),
+        ("exchanger_json", exchanger_alone, ex_batches, copies, from_json),
+        ("exchanger_same", exchanger_alone, ex_batches, copies, the_original),
+        ("exchanger_sync", exchanger_sync, ex_batches, copies, deep_copies),
+    ]
+    for name, body, rounds, n, prepare in plan:
         wall, cpu = [], []
-        for _ in range(batches):
-            if prepare is not None:
-                prepare()
+        for _ in range(rounds):
+            prepare(n)
             start, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
             await body(n)
             cpu.append((time.thread_time_ns() - start_cpu) / n / 1000)
@@ -347,6 +497,9 @@ async def warm(adk: AdkAuth) -> dict[str, Any]:
         figures[f"{name}_us"] = statistics.median(wall)
         figures[f"{name}_min_us"] = min(wall)
         figures[f"{name}_cpu_us"] = statistics.median(cpu)
+    fresh.clear()
+    token = token_of(await manager.get_auth_credential(context))
+    figures["wrong_audience"] = int(is_wrong(token, audience("warm")))
     figures["token_requests"] = adk.emulator.counts()["token_requests"]
     return figures
 
@@ -355,30 +508,32 @@ async def _cold(adk: AdkAuth, path: str) -> dict[str, Any]:
     """Target 2: loop lag during cold exchanges (the first of the process, then others)."""
     adk.emulator.call("set", latency=INJECTED_LATENCY)
     exchanges = 3 if QUICK else 5
-    managers = [adk.manager(audience(f"cold-{i}"), path) for i in range(exchanges)]
+    audiences = [audience(f"cold-{i}") for i in range(exchanges)]
+    managers = [adk.manager(a, path) for a in audiences]
     context = adk.context()
     ticker = Ticker()
     await ticker.start()
     windows = []
-    tokens = []
+    tokens: list[str] = []
+    failures: list[str] = []
     for manager in managers:
         start = time.perf_counter()
-        credential = await manager.get_auth_credential(context)
+        try:
+            credential = await manager.get_auth_credential(context)
+        except Exception as exc:
+            if adk.impl != "adk1":
+                raise
+            # ADK 1.24 has no ID tokens: a failure is the finding, not a harness error.
+            failures.append(f"{type(exc).__name__}: {exc}"[:300])
+            credential = None
         windows.append((start, time.perf_counter()))
-        tokens.append(token_of(credential))
+        tokens.append("" if credential is None else token_of(credential))
         await asyncio.sleep(0.03)
     await ticker.stop()
     lags = [ticker.max_lag(a, b) for a, b in windows]
     own_lags = [ticker.max_lag(a, b, own=True) for a, b in windows]
-    wrong_audience = sum(
-        1
-        for token, manager in zip(tokens, managers, strict=True)
-        if jwt_claims(token)["aud"]
-        != manager._auth_config.raw_auth_credential.service_account.audience
-    )
     counts = adk.emulator.counts()
     return {
-        "exchanger": adk.provenance(managers[0]),
         "first_lag_ms": lags[0] * 1000,
         "later_lag_ms": max(lags[1:]) * 1000,
         "first_own_lag_ms": own_lags[0] * 1000,
@@ -386,10 +541,20 @@ async def _cold(adk: AdkAuth, path: str) -> dict[str, Any]:
         "first_exchange_ms": (windows[0][1] - windows[0][0]) * 1000,
         "later_exchange_ms": statistics.median(b - a for a, b in windows[1:]) * 1000,
         "baseline_lag_ms": ticker.baseline_lag(windows) * 1000,
-        "wrong_audience": wrong_audience,
+        "callers": len(tokens),
+        "wrong_audience": sum(1 for t, a in zip(tokens, audiences, strict=True) if is_wrong(t, a)),
+        "failed_exchanges": len(failures),
+        "failure": failures[0] if failures else None,
+        "token_kind": _kind(tokens),
         "token_requests": counts["token_requests"],
         "requests": counts["requests"],
     }
+
+
+def _kind(tokens: list[str]) -> str:
+    """What was handed out: ``id`` (JWTs), ``access`` (opaque), ``none`` or ``mixed``."""
+    kinds = {"none" if not t else "id" if jwt_claims(t) else "access" for t in tokens}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 async def cold_key(adk: AdkAuth) -> dict[str, Any]:
@@ -404,41 +569,56 @@ CALLERS = 100
 THREADS = 8
 
 
-async def _single_request(adk: AdkAuth) -> float:
+async def _get(adk: AdkAuth, manager: Any, context: Any, failures: list[str]) -> str:
+    try:
+        return token_of(await manager.get_auth_credential(context))
+    except Exception as exc:
+        if adk.impl != "adk1":
+            raise
+        failures.append(f"{type(exc).__name__}: {exc}"[:300])
+        return ""
+
+
+async def _single_request(adk: AdkAuth, failures: list[str]) -> float:
     """Wall time of one cold exchange (process already warmed up)."""
     manager = adk.manager(audience("single"))
     start = time.perf_counter()
-    await manager.get_auth_credential(adk.context())
+    await _get(adk, manager, adk.context(), failures)
     return time.perf_counter() - start
 
 
-async def _burst(adk: AdkAuth, manager: Any, users: list[str]) -> tuple[float, float, list[str]]:
+async def _burst(
+    adk: AdkAuth, manager: Any, users: list[str], failures: list[str]
+) -> tuple[float, float, list[str]]:
     contexts = [adk.context(user) for user in users]
     start = time.perf_counter()
-    credentials = await asyncio.gather(*(manager.get_auth_credential(c) for c in contexts))
-    return start, time.perf_counter(), [token_of(c) for c in credentials]
+    tokens = await asyncio.gather(*(_get(adk, manager, c, failures) for c in contexts))
+    return start, time.perf_counter(), list(tokens)
 
 
-async def _burst_setup(adk: AdkAuth) -> float:
+async def _burst_setup(adk: AdkAuth, failures: list[str]) -> float:
     adk.emulator.call("set", latency=INJECTED_LATENCY)
-    await adk.manager(audience("warmup")).get_auth_credential(adk.context())
-    single = await _single_request(adk)
+    await _get(adk, adk.manager(audience("warmup")), adk.context(), failures)
+    single = await _single_request(adk, failures)
     adk.emulator.call("reset")
     return single
 
 
 def _burst_result(
-    adk: AdkAuth, manager: Any, single: float, spans: list[tuple[float, float, list[str]]]
+    adk: AdkAuth, single: float, spans: list[tuple[float, float, list[str]]], failures: list[str]
 ) -> dict[str, Any]:
     counts = adk.emulator.counts()
     wall = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
     tokens = [t for _, _, batch in spans for t in batch]
     return {
-        "exchanger": adk.provenance(manager),
         "callers": len(tokens),
         "token_requests": counts["token_requests"],
         "connections": counts["connections"],
         "distinct_tokens": len(set(tokens)),
+        "wrong_audience": sum(1 for t in tokens if is_wrong(t, audience("burst"))),
+        "failed_exchanges": len(failures),
+        "failure": failures[0] if failures else None,
+        "token_kind": _kind(tokens),
         "wall_ms": wall * 1000,
         "single_ms": single * 1000,
         "wall_over_single": wall / single,
@@ -447,53 +627,66 @@ def _burst_result(
 
 async def burst_loop(adk: AdkAuth) -> dict[str, Any]:
     """Target 3: 100 concurrent cold callers (distinct users) for one audience, one loop."""
-    single = await _burst_setup(adk)
+    failures: list[str] = []
+    single = await _burst_setup(adk, failures)
     manager = adk.manager(audience("burst"))
-    span = await _burst(adk, manager, [f"user-{i}" for i in range(CALLERS)])
-    return _burst_result(adk, manager, single, [span])
+    span = await _burst(adk, manager, [f"user-{i}" for i in range(CALLERS)], failures)
+    return _burst_result(adk, single, [span], failures)
 
 
 def burst_threads(adk: AdkAuth) -> dict[str, Any]:
     """Target 3: the same 100 callers from 8 threads, each with its own event loop."""
-    single = asyncio.run(_burst_setup(adk))
+    failures: list[str] = []
+    single = asyncio.run(_burst_setup(adk, failures))
     barrier = threading.Barrier(THREADS)
     spans: list[tuple[float, float, list[str]]] = []
-    managers = []
     lock = threading.Lock()
     users = [f"user-{i}" for i in range(CALLERS)]
     shares = [users[i::THREADS] for i in range(THREADS)]
+    managers = [adk.manager(audience("burst")) for _ in shares]  # each thread its own tool
+    errors: list[BaseException] = []
 
-    def thread_main(share: list[str]) -> None:
-        manager = adk.manager(audience("burst"))  # each thread its own tool
-
+    def thread_main(manager: Any, share: list[str]) -> None:
         async def run() -> tuple[float, float, list[str]]:
             barrier.wait()
-            return await _burst(adk, manager, share)
+            return await _burst(adk, manager, share, failures)
 
-        span = asyncio.run(run())
+        try:
+            span = asyncio.run(run())
+        except BaseException as exc:  # surfaced below: a lost thread must not look like success
+            errors.append(exc)
+            return
         with lock:
             spans.append(span)
-            managers.append(manager)
 
-    threads = [threading.Thread(target=thread_main, args=(share,)) for share in shares]
+    threads = [
+        threading.Thread(target=thread_main, args=(m, s))
+        for m, s in zip(managers, shares, strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return _burst_result(adk, managers[0], single, spans)
+    if errors:
+        raise errors[0]
+    return _burst_result(adk, single, spans, failures)
 
 
 class CallerGroup:
-    """CallerGroup that exchange in a loop, each with a 2 ms pause, recording every hand-out."""
+    """Callers that exchange in a loop, each with a 2 ms pause, recording every hand-out."""
 
     def __init__(self, adk: AdkAuth, name: str, callers: int = 4) -> None:
+        self.name = name
         self.audience = audience(name)
         self.managers = [adk.manager(self.audience) for _ in range(callers)]
         self.contexts = [adk.context(f"{name}-user-{i}") for i in range(callers)]
         self.latencies: list[float] = []
         self.expired = 0
+        self.wrong_audience = 0
         self.min_remaining = float("inf")
         self.exp_of: dict[str, int] = {}
+        self.order: dict[str, int] = {}  # token -> its number, in order of first hand-out
+        self.trace: list[tuple[float, float, int, int, float]] = []
 
     async def prime(self) -> None:
         for manager, context in zip(self.managers, self.contexts, strict=True):
@@ -503,22 +696,33 @@ class CallerGroup:
         """One coroutine per caller (interleave groups: the first task after a wake-up is
         slower, its caches are cold)."""
 
-        async def caller(manager: Any, context: Any) -> None:
+        async def caller(index: int, manager: Any, context: Any) -> None:
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
                 credential = await manager.get_auth_credential(context)
-                self.latencies.append(time.perf_counter() - start)
+                took = time.perf_counter() - start
+                self.latencies.append(took)
                 now = time.time()
                 token = token_of(credential)
                 exp = self.exp_of.get(token)
                 if exp is None:
-                    exp = self.exp_of[token] = int(jwt_claims(token)["exp"])
+                    claims = jwt_claims(token) or {}
+                    exp = self.exp_of[token] = int(claims.get("exp", 0))
+                    self.order[token] = len(self.order)
+                    if claims.get("aud") != self.audience:
+                        self.wrong_audience += 1
                 if exp <= now:
                     self.expired += 1
                 self.min_remaining = min(self.min_remaining, exp - now)
+                if TRACE:
+                    # perf_counter is CLOCK_MONOTONIC on Linux: the emulator's clock too.
+                    self.trace.append((start, took, index, self.order[token], exp - now))
                 await asyncio.sleep(0.002)
 
-        return [caller(m, c) for m, c in zip(self.managers, self.contexts, strict=True)]
+        return [
+            caller(i, m, c)
+            for i, (m, c) in enumerate(zip(self.managers, self.contexts, strict=True))
+        ]
 
     def stats(self, upstream: dict[str, int]) -> dict[str, Any]:
         lat = self.latencies
@@ -530,21 +734,75 @@ class CallerGroup:
             "max_ms": max(lat) * 1000,
             "waited": sum(1 for x in lat if x >= INJECTED_LATENCY),
             "expired": self.expired,
+            "wrong_audience": self.wrong_audience,
             "min_remaining_s": self.min_remaining,
             "distinct_tokens": len(self.exp_of),
             "token_requests": upstream.get(self.audience, 0),
         }
 
 
+class GcPauses:
+    """Records every garbage collection: (start, seconds, generation), on perf_counter."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, float, int]] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            now = time.perf_counter()
+            self.events.append((self._started, now - self._started, int(info["generation"])))
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self)
+
+
+class LogRecorder(logging.Handler):
+    """Keeps the core's log records (refresh started, fetched) with CLOCK_MONOTONIC times."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[tuple[float, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((time.perf_counter(), record.threadName or "", record.getMessage()))
+
+
+def _rollover_fault(adk: AdkAuth) -> None:
+    """Diagnosis only (``BENCH_ROLLOVER_FAULT``): what the refreshes of the run meet upstream.
+
+    ``latency:S`` every refresh takes S seconds; ``fail:N`` the next N token
+    requests answer 503; ``hang:N`` the next N are never answered.
+    """
+    fault = os.environ.get("BENCH_ROLLOVER_FAULT", "")
+    if not fault:
+        return
+    kind, _, value = fault.partition(":")
+    if kind == "latency":
+        adk.emulator.call("set", latency=float(value))
+    elif kind in ("fail", "hang"):
+        adk.emulator.call("fault", kind=kind, n=int(value), endpoint="token")
+    else:
+        raise SystemExit(f"BENCH_ROLLOVER_FAULT={fault!r}: expected latency:S, fail:N or hang:N")
+
+
 async def rollover(adk: AdkAuth) -> dict[str, Any]:
-    """Target 4: callers for ~20 s while tokens expire every few seconds, 100 ms latency.
+    """Target 4: callers for ~15 s while tokens expire every few seconds, 100 ms latency.
 
     Two groups of four callers run at the same time in one loop, so that both
     see the same machine: the control group's audience got a 1-hour token, the
     rollover group's tokens live ROLLOVER_TOKEN_LIFETIME seconds (the emulator
     issues every later token with that lifetime; the control never needs one).
+    A loop-lag ticker runs alongside, so a slow call can be told apart from a
+    stalled loop.
     """
-    seconds = 5.0 if QUICK else 20.0
+    seconds = 5.0 if QUICK else ROLLOVER_SECONDS
     adk.emulator.call("set", latency=INJECTED_LATENCY, token_lifetime=3600)
     control = CallerGroup(adk, "control")
     await control.prime()
@@ -552,16 +810,40 @@ async def rollover(adk: AdkAuth) -> dict[str, Any]:
     rolling = CallerGroup(adk, "rollover")
     await rolling.prime()
     adk.emulator.call("reset")
-    deadline = time.perf_counter() + seconds
+    _rollover_fault(adk)
+    ticker = Ticker()
+    await ticker.start()
+    offset_before = time.time() - time.perf_counter()
+    began = time.perf_counter()
+    deadline = began + seconds
     pairs = zip(control.run(deadline), rolling.run(deadline), strict=True)
-    await asyncio.gather(*(c for pair in pairs for c in pair))
+    with GcPauses() as pauses:
+        await asyncio.gather(*(c for pair in pairs for c in pair))
+    await ticker.stop()
     upstream = adk.emulator.counts()["token_requests_by_audience"]
     result = rolling.stats(upstream)
     result.update({f"control_{k}": v for k, v in control.stats(upstream).items()})
     result["p99_over_control"] = result["p99_us"] / result["control_p99_us"]
+    result["callers"] = len(rolling.managers) + len(control.managers)
     result["token_lifetime_s"] = ROLLOVER_TOKEN_LIFETIME
     result["seconds"] = seconds
-    result["exchanger"] = adk.provenance(rolling.managers[0])
+    result["worst_loop_lag_ms"] = ticker.worst() * 1000
+    # A full collection inside a call is a slow call that awaited nothing.
+    result["gc_worst_ms"] = max((d for _, d, _ in pauses.events), default=0.0) * 1000
+    result["gc_full_collections"] = sum(1 for _, _, g in pauses.events if g == 2)
+    if TRACE:
+        records = adk.emulator.call("records")["records"]
+        result["trace"] = {
+            "began": began,
+            # time.time() - time.perf_counter() before and after: a change is a clock step.
+            "wall_minus_mono": [offset_before, time.time() - time.perf_counter()],
+            "calls": rolling.trace,
+            "exp": {str(n): rolling.exp_of[t] for t, n in rolling.order.items()},
+            "upstream": [r for r in records if r["audience"] == rolling.audience],
+            "log": LOG.records if LOG is not None else [],
+            "ticks_over_2ms": [(a, b - a, q) for a, b, q in ticker.ticks if b - a > 0.003],
+            "gc": [e for e in pauses.events if e[1] > 0.001 or e[2] == 2],
+        }
     return result
 
 
@@ -570,17 +852,20 @@ async def _audiences(adk: AdkAuth, path: str) -> dict[str, Any]:
     adk.emulator.call("set", latency=MANY_AUDIENCES_LATENCY)
     context = adk.context()
     await adk.manager(audience("warmup"), path).get_auth_credential(context)
-    managers = [adk.manager(audience(f"aud-{i}"), path) for i in range(50)]
+    names = [audience(f"aud-{i}") for i in range(50)]
+    managers = [adk.manager(a, path) for a in names]
     adk.emulator.call("reset")
+    tokens = []
     start = time.perf_counter()
     for manager in managers:
-        await manager.get_auth_credential(context)
+        tokens.append(token_of(await manager.get_auth_credential(context)))
     wall = time.perf_counter() - start
     counts = adk.emulator.counts()
     return {
-        "exchanger": adk.provenance(managers[0]),
         "wall_ms": wall * 1000,
         "per_exchange_ms": wall * 1000 / len(managers),
+        "callers": len(tokens),
+        "wrong_audience": sum(1 for t, a in zip(tokens, names, strict=True) if is_wrong(t, a)),
         "connections": counts["connections"],
         "token_requests": counts["token_requests"],
         "requests": counts["requests"],
@@ -602,17 +887,18 @@ async def rss(adk: AdkAuth) -> dict[str, Any]:
     total = 20_000 if QUICK else 100_000
     marks = {1_000, 10_000, total // 4, total // 2, 3 * total // 4, total}
     readings: dict[int, int] = {}
+    token = ""
     for i in range(1, total + 1):
-        await manager.get_auth_credential(context)
+        token = token_of(await manager.get_auth_credential(context))
         if i in marks:
             gc.collect()
             readings[i] = rss_kib()
     return {
-        "exchanger": adk.provenance(manager),
         "exchanges": total,
         "rss_kib": readings,
         "rss_final_mib": readings[total] / 1024,
         "growth_kib": readings[total] - readings[10_000],
+        "wrong_audience": int(is_wrong(token, audience("rss"))),
     }
 
 
@@ -622,7 +908,7 @@ def import_cost(impl: str) -> dict[str, Any]:
     start = time.perf_counter()
     import google.adk.agents
     import google.adk.auth.credential_manager
-    import google.adk.tools.mcp_tool  # noqa: F401
+    import google.adk.tools.mcp_tool
 
     adk_done = time.perf_counter()
     rss_adk = rss_kib()
@@ -631,7 +917,8 @@ def import_cost(impl: str) -> dict[str, Any]:
         import adk_token_exchange
 
         imported = time.perf_counter()
-        adk_token_exchange.install()
+        if not broken("noop-install"):
+            adk_token_exchange.install()
         installed = time.perf_counter()
         result.update(
             {
@@ -641,6 +928,38 @@ def import_cost(impl: str) -> dict[str, Any]:
                 "rss_import_kib": rss_kib() - rss_adk,
             }
         )
+    # Provenance, after the measurements: what a manager built now would hold.
+    from fastapi.openapi.models import OAuth2, OAuthFlowClientCredentials, OAuthFlows
+    from google.adk.auth.auth_credential import (
+        AuthCredential,
+        AuthCredentialTypes,
+        ServiceAccount,
+    )
+    from google.adk.auth.auth_tool import AuthConfig
+
+    manager = google.adk.auth.credential_manager.CredentialManager(
+        AuthConfig(
+            auth_scheme=OAuth2(
+                flows=OAuthFlows(
+                    clientCredentials=OAuthFlowClientCredentials(
+                        tokenUrl="https://oauth2.googleapis.com/token", scopes={}
+                    )
+                )
+            ),
+            raw_auth_credential=AuthCredential(
+                auth_type=AuthCredentialTypes.SERVICE_ACCOUNT,
+                service_account=ServiceAccount(use_default_credential=True, scopes=[]),
+            ),
+        )
+    )
+    held = manager._exchanger_registry.get_exchanger(AuthCredentialTypes.SERVICE_ACCOUNT)
+    result.update(
+        {
+            "exchangers": [f"{type(held).__module__}.{type(held).__qualname__}"],
+            "ours_loaded": "adk_token_exchange" in sys.modules,
+            "adk_version": google.adk.__version__,
+        }
+    )
     return result
 
 
@@ -656,16 +975,32 @@ ASYNC_SCENARIOS: dict[str, Callable[[AdkAuth], Awaitable[dict[str, Any]]]] = {
 }
 SYNC_SCENARIOS: dict[str, Callable[[AdkAuth], dict[str, Any]]] = {"burst_threads": burst_threads}
 SCENARIOS = [*ASYNC_SCENARIOS, *SYNC_SCENARIOS, "import"]
+LOG: LogRecorder | None = None
+
+
+def _break(scenario: str) -> None:
+    if broken("hang", scenario):
+        print(f"BENCH_BREAK: {scenario} hangs on purpose", file=sys.stderr, flush=True)
+        threading.Event().wait()
+    if broken("error", scenario):
+        raise RuntimeError(f"BENCH_BREAK: {scenario} fails on purpose")
 
 
 def main() -> None:
+    global SCENARIO, IMPL, LOG
     scenario, impl = sys.argv[1], sys.argv[2]
+    SCENARIO, IMPL = scenario, impl
     # A hung worker dumps every thread's Python stack to stderr before the
     # runner's timeout (which then adds the native stacks with gdb).
     timeout = float(os.environ.get("BENCH_WORKER_TIMEOUT", "180"))
     faulthandler.dump_traceback_later(max(5.0, timeout - 20), exit=False)
-    if impl not in ("stock", "ours"):
+    if impl not in IMPLS:
         raise SystemExit(f"unknown implementation {impl!r}")
+    if TRACE:
+        LOG = LogRecorder()
+        logging.getLogger("adk_token_exchange").addHandler(LOG)
+        logging.getLogger("adk_token_exchange").setLevel(logging.DEBUG)
+    _break(scenario)
     if scenario == "import":
         result = import_cost(impl)
     else:
@@ -681,9 +1016,9 @@ def main() -> None:
                 result = SYNC_SCENARIOS[scenario](adk)
             else:
                 raise SystemExit(f"unknown scenario {scenario!r}")
+            result.update(adk.provenance())
             counts = emulator.counts()
-            if counts["internal_errors"]:
-                result["emulator_internal_errors"] = counts["internal_errors"]
+            result["emulator_internal_errors"] = counts["internal_errors"]
         finally:
             emulator.stop()
     result["loadavg_1m"] = os.getloadavg()[0]

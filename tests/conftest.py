@@ -15,8 +15,8 @@ from collections.abc import Iterator
 # every refused metadata probe cost ~3 s, and ADK probes ADC on each MCP connection.
 os.environ["GCE_METADATA_DETECT_RETRIES"] = "1"
 
-import adk_token_exchange
 import pytest
+from adk_token_exchange import _native
 from adk_token_exchange.testing import GoogleEmulator, ProtectedMcpServer, ProtectedRestServer
 from adk_token_exchange.testing.isolation import (
     UNSET_VARIABLES,
@@ -47,7 +47,13 @@ def isolated_from_google(
     gcloud_bin: str,
 ) -> Iterator[None]:
     """No ADC file, key variable, gcloud, metadata server or IAM endpoint of the machine
-    is reachable, and no token or resolved credential outlives the test."""
+    is reachable, and Application Default Credentials are discovered afresh.
+
+    Tokens are not cleared between tests: the suite runs as one long-lived
+    process would, with many credentials side by side, so a token that leaked
+    from one credential to another would show. Every emulator has URLs of its
+    own (see ``LoopbackHTTPServer``), so its credentials are new identities.
+    """
     env = isolated_environ(
         os.environ,
         home=tmp_path_factory.mktemp("home"),
@@ -64,11 +70,10 @@ def isolated_from_google(
     metadata_module = sys.modules.get("google.auth.compute_engine._metadata")
     if metadata_module is not None:
         monkeypatch.setattr(metadata_module, "_GCE_METADATA_HOST", closed_metadata_port.authority)
-    adk_token_exchange.clear_cache()
+    # The environment ADC reads changed; a process's would not.
+    _native.reset_application_default()
     yield
-    # Emulators reuse service account names and may reuse ports: a token
-    # cached for one test must never serve the next.
-    adk_token_exchange.clear_cache()
+    _native.reset_application_default()
 
 
 @pytest.fixture

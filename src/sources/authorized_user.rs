@@ -150,6 +150,12 @@ fn explain(e: Error) -> Error {
         Some("invalid_grant") | Some("invalid_rapt") => {
             "the gcloud login has expired or was revoked; re-run `gcloud auth application-default login`".to_owned()
         }
+        Some("invalid_scope") => {
+            "the gcloud login was not granted the requested scopes (a token is only ever \
+             narrowed to what was asked, never widened); re-run `gcloud auth application-default \
+             login --scopes=SCOPES` with them, or ask for cloud-platform"
+                .to_owned()
+        }
         Some("invalid_client") | Some("unauthorized_client") => {
             "the OAuth client in the credential file is unknown or disabled; \
              re-run `gcloud auth application-default login`"

@@ -1,4 +1,4 @@
-"""The shim's tests start and end with ADK as ADK ships it and a cold token cache."""
+"""The shim's tests start and end with ADK as ADK ships it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import pytest
 
 @pytest.fixture
 def adk_uninstalled() -> Iterator[None]:
-    """ADK's own exchangers in place before and after the test; no cached token."""
+    """ADK's own exchangers in place before and after the test."""
     adk_token_exchange.uninstall()
-    adk_token_exchange.clear_cache()
     yield
     adk_token_exchange.uninstall()
-    adk_token_exchange.clear_cache()

@@ -54,11 +54,9 @@ TARGET = "mcp-invoker@emulated-project.iam.gserviceaccount.com"
 
 
 @pytest.fixture(autouse=True)
-def cold_cache() -> Iterator[None]:
-    adk_token_exchange.clear_cache()
+def uninstalled_after() -> Iterator[None]:
     yield
     adk_token_exchange.uninstall()
-    adk_token_exchange.clear_cache()
 
 
 def _adk_classes_state() -> dict[str, dict[str, int]]:
@@ -324,7 +322,10 @@ def test_impersonation_chain_splits_into_target_and_delegates() -> None:
     ("kwargs", "message"),
     [
         ({"audience": "  "}, "audience is required"),
-        ({"audience": "https://svc.a.run.app", "delegates": ["a@b"]}, "needs impersonate"),
+        (
+            {"audience": "https://svc.a.run.app", "delegates": ["a@b"]},
+            "without a service account to impersonate",
+        ),
         (
             {
                 "audience": "https://svc.a.run.app",

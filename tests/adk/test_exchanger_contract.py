@@ -16,7 +16,9 @@ from typing import Any
 
 import adk_token_exchange
 import pytest
-from adk_token_exchange import _adk, errors
+from adk_token_exchange import errors
+from adk_token_exchange._adk import model
+from adk_token_exchange._adk.errors import wrap_error
 from adk_token_exchange.testing import GoogleEmulator
 from google.adk.auth.auth_credential import (
     AuthCredential,
@@ -100,7 +102,7 @@ def test_fetch_errors_are_ours_and_adks() -> None:
         original = ours("invalid_grant: Invalid JWT Signature.")
         original.status = 400  # type: ignore[attr-defined]
 
-        wrapped = _adk.wrap_error(original)
+        wrapped = wrap_error(original)
 
         assert isinstance(wrapped, ours)
         assert isinstance(wrapped, CredentialExchangeError)
@@ -161,31 +163,41 @@ async def test_access_token_carries_quota_project_header(
     assert info is not None and info.principal == "developer@example.com"
 
 
-def test_warm_exchange_reads_adk_deep_copies_without_rebuilding(
-    emulator: GoogleEmulator, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("copy", ["deep copy", "rebuilt from JSON"])
+def test_warm_exchange_reads_the_model_once_and_builds_the_result_once(
+    emulator: GoogleEmulator, monkeypatch: pytest.MonkeyPatch, copy: str
 ) -> None:
-    built: list[object] = []
-    build_result = _adk.build_result
+    """ADK hands a deep copy per call; a credential read back from a session is a new
+    object with new strings. Either way the request is read and ADK's result built once."""
+    calls: dict[str, int] = {"read_request": 0, "build_result": 0}
 
-    def counting_build_result(*args: Any) -> Any:
-        built.append(args)
-        return build_result(*args)
+    def counting(name: str) -> Any:
+        original = getattr(model, name)
 
-    monkeypatch.setattr(_adk, "build_result", counting_build_result)
+        def count(*args: Any) -> Any:
+            calls[name] += 1
+            return original(*args)
+
+        return count
+
+    for name in calls:
+        monkeypatch.setattr(model, name, counting(name))
     credential = adk_token_exchange.id_token_credential(
         "https://svc.example.com", service_account_key=emulator.service_account_info()
     )
-    exchanger = adk_token_exchange.ServiceAccountExchanger()
-    first = exchanger.exchange_credential(SCHEME, credential.model_copy(deep=True))
-    requests = dict(_adk._requests)
+    exchanger = adk_token_exchange.ServiceAccountExchanger()  # takes the counting shim
+    fresh = (
+        (lambda: credential.model_copy(deep=True))
+        if copy == "deep copy"
+        else (lambda: AuthCredential.model_validate_json(credential.model_dump_json()))
+    )
+    first = exchanger.exchange_credential(SCHEME, fresh())
 
-    again = [
-        exchanger.exchange_credential(SCHEME, credential.model_copy(deep=True)) for _ in range(5)
-    ]
+    again = [exchanger.exchange_credential(SCHEME, fresh()) for _ in range(5)]
 
     assert all(result is first for result in again)
-    assert _adk._requests == requests
-    assert len(built) == 1
+    assert calls == {"read_request": 1, "build_result": 1}
+    assert emulator.count("token") == 1
 
 
 def test_exchange_does_not_block_the_event_loop_on_a_cold_cache(

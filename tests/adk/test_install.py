@@ -15,7 +15,7 @@ from typing import Any
 
 import adk_token_exchange
 import pytest
-from adk_token_exchange import _adk, errors
+from adk_token_exchange import errors
 from adk_token_exchange.testing import GoogleEmulator
 from google.adk.auth.auth_credential import (
     AuthCredential,
@@ -42,17 +42,32 @@ pytestmark = pytest.mark.usefixtures("adk_uninstalled")
 # Import cost
 
 
-def test_importing_the_package_does_not_import_adk() -> None:
+def test_importing_the_package_imports_neither_adk_nor_the_core_nor_httpx() -> None:
     code = (
         "import sys, adk_token_exchange as m; "
         "print(any(n == 'google.adk' or n.startswith('google.adk.') for n in sys.modules)); "
-        "print(sorted(set(m.__all__) - set(dir(m))))"
+        "print('adk_token_exchange._native' in sys.modules, 'httpx' in sys.modules); "
+        "print(sorted(set(m.__all__) - set(dir(m)))); "
+        "print(all(getattr(m, n) is not None for n in m.__all__))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split("\n")
     assert out[0] == "False"
-    assert out[1] == "['ServiceAccountExchanger']"  # provided lazily, on first use
+    assert out[1] == "False False"
+    # Provided lazily, on first use, and then every name resolves.
+    assert out[2] == str(
+        sorted(
+            [
+                "AccessTokenAuth",
+                "IdTokenAuth",
+                "ServiceAccountExchanger",
+                "__version__",
+                "http_client_factory",
+            ]
+        )
+    )
+    assert out[3] == "True"
 
 
 def test_public_api_exports_the_helpers_the_exchanger_and_the_errors() -> None:
@@ -232,20 +247,27 @@ def test_id_token_credential_exact_keeps_the_url() -> None:
     assert extra_or_field(credential.service_account, "audience") == RUN_URL
 
 
-def test_credentials_survive_adk_serialization() -> None:
-    # ADK copies and (de)serializes credentials (sessions, AuthConfig keys).
-    credential = adk_token_exchange.id_token_credential(
-        RUN_URL, impersonate=["d@p.iam.gserviceaccount.com", "t@p.iam.gserviceaccount.com"]
+async def test_credentials_survive_adk_serialization(
+    emulator: GoogleEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ADK copies and (de)serializes credentials (sessions, AuthConfig keys):
+    # the copy read back still mints for the same audience, as the same target.
+    source = emulator.service_account_info()
+    monkeypatch.setenv(
+        "GOOGLE_APPLICATION_CREDENTIALS", str(emulator.write_json(tmp_path, "sa.json", source))
     )
+    monkeypatch.setenv("ADK_TOKEN_EXCHANGE_IAM_ENDPOINT", emulator.url)
+    delegate = emulator.service_account_info("d@p.iam.gserviceaccount.com")["client_email"]
+    target = emulator.service_account_info("t@p.iam.gserviceaccount.com")["client_email"]
+    credential = adk_token_exchange.id_token_credential(RUN_URL, impersonate=[delegate, target])
 
     again = AuthCredential.model_validate_json(credential.model_dump_json())
+    result = await manager_exchanger(again).exchange(again, SCHEME)
 
-    assert again.service_account is not None
-    assert _adk._new_request(again.service_account)[1:] == (True, "https://svc-xyz-uc.a.run.app")
-    assert _adk._impersonation(again.service_account) == (
-        "t@p.iam.gserviceaccount.com",
-        ("d@p.iam.gserviceaccount.com",),
-    )
+    token = result.credential.http.credentials.token if result.credential.http else None
+    claims = emulator.verify_id_token(token or "", "https://svc-xyz-uc.a.run.app")
+    assert claims["email"] == target
+    assert [r.principal for r in emulator.requests if r.kind == "iam"] == [target]
 
 
 def test_service_account_key_as_dict_json_or_path(emulator: GoogleEmulator, tmp_path: Path) -> None:
@@ -290,7 +312,8 @@ def test_impersonation_as_email_chain_or_delegates() -> None:
     ]
     for credential in forms:
         assert credential.service_account is not None
-        assert _adk._impersonation(credential.service_account) == (target, (delegate,))
+        assert extra_or_field(credential.service_account, "impersonate") == target
+        assert extra_or_field(credential.service_account, "delegates") == [delegate]
     with pytest.raises(errors.ConfigurationError, match="not both"):
         adk_token_exchange.id_token_credential(
             RUN_URL, impersonate=[delegate, target], delegates=[delegate]

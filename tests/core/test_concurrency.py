@@ -16,7 +16,7 @@ import pytest
 from adk_token_exchange import _native
 from adk_token_exchange.errors import TokenExchangeError
 from adk_token_exchange.testing import GoogleEmulator
-from support.core import awaited, sa_credentials
+from support.core import sa_credentials
 from support.measure import join_all, wait_until
 from support.processes import watchdog
 
@@ -172,7 +172,7 @@ def test_a_cold_herd_of_sync_and_async_callers_shares_one_request_per_key(
             if n % 4 < 2:
                 value = creds.id_token(audience).value
             else:
-                value = asyncio.run(awaited(creds.id_token_async, audience)).value
+                value = asyncio.run(creds.id_token_async(audience)).value
             with lock:
                 results.append(value)
         except BaseException as e:
@@ -246,7 +246,7 @@ def test_a_loop_closed_while_its_fetch_runs_leaves_the_process_healthy(
         asyncio.run(impatient())
     # The fetch completes and tries to resolve a future of a closed loop.
     assert wait_until(lambda: creds.cached_id_token(AUDIENCES[0]) is not None, 10.0)
-    assert asyncio.run(awaited(creds.id_token_async, AUDIENCES[0])).value
+    assert asyncio.run(creds.id_token_async(AUDIENCES[0])).value
     assert emulator.count("token") == 1
     err = capfd.readouterr().err
     assert "panicked" not in err, err
@@ -270,7 +270,7 @@ def test_exchanges_survive_concurrent_clear_cache_and_configure(emulator: Google
                 if n % 2:
                     creds.id_token(AUDIENCES[n % 2])
                 else:
-                    asyncio.run(awaited(creds.access_token_async, SCOPES))
+                    asyncio.run(creds.access_token_async(SCOPES))
                 with lock:
                     calls += 1
             except BaseException as e:

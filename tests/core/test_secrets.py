@@ -39,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from support.core import awaited, sa_credentials
+from support.core import sa_credentials
 from support.leaks import chain, exception_text
 from support.measure import Elapsed, bound
 from support.peers import (
@@ -150,7 +150,7 @@ def test_service_account_exchanges_leak_nothing(
     creds = sa_credentials(info)
     exposure.token(creds.id_token(AUDIENCE))
     exposure.token(creds.access_token(SCOPES))
-    exposure.token(asyncio.run(awaited(creds.id_token_async, AUDIENCE + "/async")))
+    exposure.token(asyncio.run(creds.id_token_async(AUDIENCE + "/async")))
     exposure.token(creds.cached_id_token(AUDIENCE))
     exposure.see(creds, creds.identity, creds.resolve(), *_props(creds.resolve()))
     _rust_debug_logs_arrive(caplog)
@@ -309,7 +309,7 @@ def test_adk_exchanger_errors_and_reprs_leak_nothing(
     credential = adk_token_exchange.id_token_credential(AUDIENCE, service_account_key=info)
     emulator.fail_next(1, 400, "token")
     with pytest.raises(Exception) as caught:
-        asyncio.run(awaited(exchanger.exchange, credential, None))
+        asyncio.run(exchanger.exchange(credential, None))
     exposure.see(caught.value)
     with pytest.raises(Exception) as caught_sync:
         emulator.fail_next(1, 400, "token")

@@ -57,7 +57,7 @@ ADK_HAS_ID_TOKEN_FIELDS = "use_id_token" in ServiceAccount.model_fields
 
 @pytest.fixture(autouse=True)
 def fresh_exchanger() -> Iterator[None]:
-    """Cold token cache, ADK's own exchanger cache empty, uninstalled after."""
+    """ADK's own exchanger cache empty, uninstalled after."""
     reset_exchangers(uninstall=False)
     yield
     reset_exchangers()

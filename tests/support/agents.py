@@ -121,10 +121,11 @@ def greeting(caller: str, name: str = "Ada") -> str:
 
 
 def reset_exchangers(*, uninstall: bool = True) -> None:
-    """Cold token cache and ADK's own exchanger cache empty (and, by default, uninstalled)."""
+    """ADK's own exchanger cache empty (and, by default, ours uninstalled). Our token
+    cache is kept: credentials are told apart by key material, and each emulator has
+    URLs of its own."""
     if uninstall:
         adk_token_exchange.uninstall()
-    adk_token_exchange.clear_cache()
     _reset_stock_cache()
 
 

@@ -1,17 +1,15 @@
-"""The native core under test: known settings, a clean cache, credentials, awaiting."""
+"""The native core under test: known settings, credentials."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 from adk_token_exchange import _native
 
-__all__ = ["DEFAULTS", "awaited", "clean_core", "sa_credentials"]
-
-T = TypeVar("T")
+__all__ = ["DEFAULTS", "clean_core", "sa_credentials"]
 
 DEFAULTS: dict[str, Any] = {
     "connect_timeout": 3.0,
@@ -25,25 +23,20 @@ DEFAULTS: dict[str, Any] = {
 
 @contextlib.contextmanager
 def clean_core(**settings: Any) -> Iterator[None]:
-    """A clean token cache and the given network bounds; defaults restored afterwards."""
-    _native.clear_cache()
+    """The given network bounds, defaults restored afterwards; ADC discovered afresh.
+
+    Tokens are kept: credentials are told apart by their key material, not by a
+    cache cleared between tests.
+    """
+    _native.reset_application_default()
     _native.configure(**{**DEFAULTS, **settings})
     try:
         yield
     finally:
         _native.configure(**DEFAULTS)
-        _native.clear_cache()
+        _native.reset_application_default()
 
 
 def sa_credentials(info: dict[str, Any], **overrides: Any) -> _native.Credentials:
     """Native credentials for a service account key, with fields overridden."""
     return _native.Credentials.from_service_account_info(json.dumps({**info, **overrides}))
-
-
-async def awaited(method: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """Call an async method of the core inside the running loop (it needs one), await it.
-
-    ``asyncio.run(awaited(creds.id_token_async, aud))`` is how a thread without
-    a loop calls the async API.
-    """
-    return await method(*args)

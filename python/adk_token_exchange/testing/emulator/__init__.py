@@ -64,8 +64,12 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import keys
+<<<<<<< HEAD
 from .accounts import Accounts, AuthorizedUser
 from .aws_metadata import AWS_METADATA_PATH, AwsInstanceMetadata
+=======
+from .accounts import Accounts, AuthorizedUser, ServiceAccount
+>>>>>>> main
 from .certs import JWKS_PATH, PEM_CERTS_PATH, X509_PATH, Certs
 from .faults import Fault, FaultPlan
 from .federation import (
@@ -345,6 +349,14 @@ class GoogleEmulator:
         ``agent-N@PROJECT.iam.gserviceaccount.com``.
         """
         account = self._state.accounts.with_key(email, project_id or self.project_id)
+        return self._key_file(account)
+
+    def rotate_key(self, email: str) -> dict[str, str]:
+        """A new key file for ``email`` (new key, new key id); the old key keeps working,
+        as on Google until it is deleted."""
+        return self._key_file(self._state.accounts.rotate_key(email, self.project_id))
+
+    def _key_file(self, account: ServiceAccount) -> dict[str, str]:
         assert account.key is not None and account.key_id is not None
         return {
             "type": "service_account",

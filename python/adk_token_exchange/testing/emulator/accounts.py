@@ -6,7 +6,7 @@ import itertools
 import secrets
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -26,6 +26,15 @@ class ServiceAccount:
     key: rsa.RSAPrivateKey | None
     key_id: str | None
     client_id: str
+    older_keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=dict)
+    """Keys replaced by :meth:`Accounts.rotate_key`, by key id: still valid, as on
+    Google until a key is deleted."""
+
+    def key_for(self, key_id: str | None) -> rsa.RSAPrivateKey | None:
+        """The key an assertion with ``kid`` = ``key_id`` must be signed with."""
+        if key_id is None or key_id == self.key_id:
+            return self.key
+        return self.older_keys.get(key_id)
 
 
 @dataclass
@@ -77,6 +86,16 @@ class Accounts:
             if account.key is None:
                 account.key = keys.pooled_key(1 + len(self._service_accounts) % 3)
                 account.key_id = secrets.token_hex(20)
+            return account
+
+    def rotate_key(self, email: str, project_id: str) -> ServiceAccount:
+        """Give ``email`` a new key (a new key id); the previous one keeps working."""
+        with self._lock:
+            account = self.with_key(email, project_id)
+            assert account.key is not None and account.key_id is not None
+            account.older_keys[account.key_id] = account.key
+            account.key = keys.fresh_key()
+            account.key_id = secrets.token_hex(20)
             return account
 
     def service_account(self, email: str) -> ServiceAccount | None:

@@ -11,7 +11,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["certificate_pem", "jwk", "pooled_key", "private_key_pem", "public_key_pem"]
+__all__ = [
+    "certificate_pem",
+    "fresh_key",
+    "jwk",
+    "pooled_key",
+    "private_key_pem",
+    "public_key_pem",
+]
 
 # Key material is shared between emulators and service accounts of one process;
 # what keeps them apart is the key id, which is fresh for every registration.
@@ -29,6 +36,11 @@ def pooled_key(index: int) -> rsa.RSAPrivateKey:
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             _pool[slot] = key
         return key
+
+
+def fresh_key() -> rsa.RSAPrivateKey:
+    """A key of its own (slow: RSA generation), for rotations and forgeries."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def private_key_pem(key: rsa.RSAPrivateKey) -> str:

@@ -135,12 +135,13 @@ class TokenEndpoint(Service):
         account = self.state.accounts.service_account(issuer)
         if account is None or account.key is None:
             raise oauth_error(400, "invalid_grant", "Invalid grant: account not found")
-        if header.get("alg") != "RS256" or header.get("kid") not in (None, account.key_id):
+        key = account.key_for(header.get("kid"))
+        if header.get("alg") != "RS256" or key is None:
             raise oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
         try:
             claims = jwt.decode(
                 assertion,
-                account.key.public_key(),
+                key.public_key(),
                 algorithms=["RS256"],
                 options={"verify_aud": False, "verify_exp": False, "verify_iat": False},
             )

@@ -55,11 +55,20 @@ class Request:
         return str(self.headers.get("Content-Type", ""))
 
 
+_ports_taken: set[tuple[str, int]] = set()
+_ports_lock = threading.Lock()
+
+
 class LoopbackHTTPServer(ThreadingHTTPServer):
     """A thread per connection on ``host`` (a loopback address), ephemeral port.
 
     Every request goes to ``handle``, which returns ``None`` to drop the
     connection unanswered (a hang that ended with ``stopping``).
+
+    No two servers in one process get the same port, even one after the other:
+    an emulator's URLs (``token_uri``, the metadata host) are part of what
+    identifies the credentials that use them, so each emulator is a different
+    Google and no token cached against one can be served for another.
     """
 
     daemon_threads = True
@@ -81,6 +90,19 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
         # An IPv6 literal needs an AF_INET6 socket (bind_and_activate reads the class's).
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, 0), RequestHandler)
+
+    def server_bind(self) -> None:
+        host = self.server_address[0]
+        while True:
+            super().server_bind()
+            taken = (str(host), int(self.server_address[1]))
+            with _ports_lock:
+                if taken not in _ports_taken:
+                    _ports_taken.add(taken)
+                    return
+            self.socket.close()
+            self.socket = socket.socket(self.address_family, self.socket_type)
+            self.server_address = (host, 0)
 
     @property
     def port(self) -> int:
