@@ -64,12 +64,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import keys
-<<<<<<< HEAD
-from .accounts import Accounts, AuthorizedUser
-from .aws_metadata import AWS_METADATA_PATH, AwsInstanceMetadata
-=======
 from .accounts import Accounts, AuthorizedUser, ServiceAccount
->>>>>>> main
+from .aws_metadata import AWS_METADATA_PATH, AwsInstanceMetadata
 from .certs import JWKS_PATH, PEM_CERTS_PATH, X509_PATH, Certs
 from .faults import Fault, FaultPlan
 from .federation import (
