@@ -21,6 +21,9 @@
 //! the URL-quoted JSON `{"headers": [{"key", "value"}…], "method": "POST",
 //! "url": …}` with `x-goog-cloud-target-resource` = the pool provider.
 //!
+//! The credential's identity is its configuration (the URLs), not the keys
+//! read at each exchange: those rotate, the role they belong to does not.
+//!
 //! Security: the secret access key, session tokens and the signed request
 //! are [`Secret`]s; the signing keys are zeroized. The metadata URLs must be
 //! https, loopback or the link-local metadata addresses (169.254.169.254,

@@ -23,6 +23,9 @@
 //! that has not expired is used instead of running it again (the file is
 //! the program's own cache; it is never written here).
 //!
+//! Interactive mode (`interactive_timeout_millis`, a person signing in) is
+//! gcloud's; an agent never runs a program interactively, so it is ignored.
+//!
 //! The program is told, in its environment: `GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE`,
 //! `…_TOKEN_TYPE`, `…_INTERACTIVE=0`, `…_IMPERSONATED_EMAIL` (with
 //! impersonation) and `…_OUTPUT_FILE` (with an output file).
