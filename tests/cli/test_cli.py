@@ -264,12 +264,8 @@ def test_doctor_explains_a_federated_credential_step_by_step(
 ) -> None:
     github = emulator.add_oidc_provider()
     sa = "mcp-caller@emulated-project.iam.gserviceaccount.com"
-    url, request_token = emulator.github_actions_token_endpoint(github)
-    source = {
-        "url": url,
-        "headers": {"Authorization": f"Bearer {request_token}"},
-        "format": {"type": "json", "subject_token_field_name": "value"},
-    }
+    source = emulator.github_actions_credential_source(github)
+    request_token = source["headers"]["Authorization"].removeprefix("Bearer ")
     path = key_file(tmp_path, emulator.external_account_info(github, source, service_account=sa))
 
     text = cli("-v", "doctor", "--key", path, "--probe", protected_mcp.url)

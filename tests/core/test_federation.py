@@ -150,12 +150,8 @@ def test_an_unreachable_url_source_fails_quickly_as_transient(
 def test_a_hanging_url_source_ends_at_the_request_timeout(
     emulator: GoogleEmulator, github: str, tmp_path: Path
 ) -> None:
-    url, request_token = emulator.github_actions_token_endpoint(github)
-    source = {
-        "url": url,
-        "headers": {"Authorization": f"Bearer {request_token}"},
-        "format": {"type": "json", "subject_token_field_name": "value"},
-    }
+    source = emulator.github_actions_credential_source(github)
+    request_token = source["headers"]["Authorization"].removeprefix("Bearer ")
     creds = credentials(tmp_path, emulator.external_account_info(github, source))
     emulator.hang_next(5, endpoint="oidc")
 

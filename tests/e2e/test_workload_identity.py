@@ -150,12 +150,7 @@ async def test_github_actions_agent_calls_cloud_run_mcp_through_the_request_toke
     tmp_path: Path,
 ) -> None:
     # What google-github-actions/auth writes from ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN.
-    url, request_token = emulator.github_actions_token_endpoint(github)
-    source = {
-        "url": url,
-        "headers": {"Authorization": f"Bearer {request_token}"},
-        "format": {"type": "json", "subject_token_field_name": "value"},
-    }
+    source = emulator.github_actions_credential_source(github)
     use_adc(
         monkeypatch, tmp_path, emulator.external_account_info(github, source, service_account=SA)
     )
@@ -318,12 +313,8 @@ async def test_a_refused_subject_token_reaches_the_user_and_no_output_shows_it(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     expired = emulator.issue_subject_token(github, lifetime=-60)
-    url, request_token = emulator.github_actions_token_endpoint(github, lifetime=-60)
-    source = {
-        "url": url,
-        "headers": {"Authorization": f"Bearer {request_token}"},
-        "format": {"type": "json", "subject_token_field_name": "value"},
-    }
+    source = emulator.github_actions_credential_source(github, lifetime=-60)
+    request_token = source["headers"]["Authorization"].removeprefix("Bearer ")
     use_adc(
         monkeypatch, tmp_path, emulator.external_account_info(github, source, service_account=SA)
     )

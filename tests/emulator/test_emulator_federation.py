@@ -110,12 +110,7 @@ def test_google_auths_file_sourced_identity_pool_credentials_get_a_federated_tok
 def test_a_github_like_url_source_needs_its_request_token_header(
     emulator: GoogleEmulator, github: str, google_request: Request
 ) -> None:
-    url, request_token = emulator.github_actions_token_endpoint(github)
-    source = {
-        "url": url,
-        "headers": {"Authorization": f"Bearer {request_token}"},
-        "format": {"type": "json", "subject_token_field_name": "value"},
-    }
+    source = emulator.github_actions_credential_source(github)
     creds = identity_pool.Credentials.from_info(
         emulator.external_account_info(github, source), scopes=[CLOUD_PLATFORM_SCOPE]
     )
@@ -128,7 +123,7 @@ def test_a_github_like_url_source_needs_its_request_token_header(
     )
     with pytest.raises(RefreshError):
         anonymous.refresh(google_request)
-    assert requests.get(url, timeout=10).status_code == 401
+    assert requests.get(source["url"], timeout=10).status_code == 401
 
 
 def test_the_issuer_publishes_discovery_and_its_own_key(

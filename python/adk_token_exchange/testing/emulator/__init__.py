@@ -591,6 +591,26 @@ class GoogleEmulator:
         url = f"{self.oidc_issuer}/token?api-version=2.0&audience={quote(aud, safe='')}"
         return url, request_token
 
+    def github_actions_credential_source(
+        self,
+        audience: str,
+        subject: str = GITHUB_SUBJECT,
+        *,
+        lifetime: float = 300,
+        claims: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The ``credential_source`` google-github-actions/auth writes: the token URL
+        of :meth:`github_actions_token_endpoint`, its request token as a ``Bearer``
+        header, and the JSON field ``value``."""
+        url, request_token = self.github_actions_token_endpoint(
+            audience, subject, lifetime=lifetime, claims=claims
+        )
+        return {
+            "url": url,
+            "headers": {"Authorization": f"Bearer {request_token}"},
+            "format": {"type": "json", "subject_token_field_name": "value"},
+        }
+
     def aws_access_key(
         self, *, account_id: str = "123456789012", user: str = "agent", temporary: bool = False
     ) -> AwsKey:
