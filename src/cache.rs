@@ -47,11 +47,25 @@ pub const MAX_SLOTS: usize = 256;
 const MAX_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// After a failed background refresh, wait this long (at most) before the next one.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+/// A refresh starts at least this many of its last fetch's durations before the
+/// hand-out deadline, so an upstream several times slower than last time still
+/// answers before callers would have to wait (bounded by half the lifetime).
+const FETCH_HEADROOM: u32 = 8;
 
-/// When a token of the given lifetime should be refreshed, and until when it may be handed out.
-fn schedule(now: Instant, lifetime: Duration, window: Duration) -> (Instant, Instant) {
+/// When a token of the given lifetime should be refreshed, and until when it
+/// may be handed out. `fetch_took` is how long the fetch that got it took: the
+/// refresh starts early enough for one [`FETCH_HEADROOM`] times slower to land
+/// before the deadline (bench: a short-lived token whose refresh took 2.3 s
+/// made callers wait at every rollover).
+fn schedule(
+    now: Instant,
+    lifetime: Duration,
+    window: Duration,
+    fetch_took: Duration,
+) -> (Instant, Instant) {
     let margin = MAX_EXPIRY_MARGIN.min(lifetime / 20);
-    let window = window.min(lifetime / 4).max(margin);
+    let lead = (margin + fetch_took.saturating_mul(FETCH_HEADROOM)).min(lifetime / 2);
+    let window = window.min(lifetime / 4).max(margin).max(lead);
     (
         now + lifetime.saturating_sub(window),
         now + lifetime - margin,
@@ -319,7 +333,7 @@ impl TokenCache {
                 Ok(token) => {
                     let lifetime = token.remaining(SystemTime::now());
                     let (refresh_at, usable_until) =
-                        schedule(now, lifetime, config::settings().refresh_window);
+                        schedule(now, lifetime, config::settings().refresh_window, took);
                     let token = Arc::new(token);
                     slot.cached = Some(Cached {
                         token: Arc::clone(&token),
@@ -573,20 +587,30 @@ mod tests {
     #[test]
     fn schedule_keeps_short_tokens_reusable() {
         let now = Instant::now();
-        let (refresh, usable) = schedule(
-            now,
-            Duration::from_secs(3600),
-            config::Settings::DEFAULT.refresh_window,
-        );
+        let window = config::Settings::DEFAULT.refresh_window;
+        let fast = Duration::from_millis(100);
+        let (refresh, usable) = schedule(now, Duration::from_secs(3600), window, fast);
         assert_eq!(refresh - now, Duration::from_secs(3300));
         assert_eq!(usable - now, Duration::from_secs(3590));
-        let (refresh, usable) = schedule(
-            now,
-            Duration::from_secs(60),
-            config::Settings::DEFAULT.refresh_window,
-        );
+        let (refresh, usable) = schedule(now, Duration::from_secs(60), window, fast);
         assert_eq!(refresh - now, Duration::from_secs(45));
         assert_eq!(usable - now, Duration::from_secs(57));
+    }
+
+    #[test]
+    fn schedule_refreshes_earlier_after_a_slow_fetch() {
+        // A 10 s token whose fetch took 2.3 s: the usual window (the last 2.5 s,
+        // 2 s before the 0.5 s margin) would leave callers waiting; refresh at
+        // half the lifetime instead.
+        let now = Instant::now();
+        let window = config::Settings::DEFAULT.refresh_window;
+        let slow = Duration::from_millis(2300);
+        let (refresh, usable) = schedule(now, Duration::from_secs(10), window, slow);
+        assert_eq!(refresh - now, Duration::from_secs(5));
+        assert_eq!(usable - now, Duration::from_millis(9500));
+        let fast = Duration::from_millis(100);
+        let (refresh, _) = schedule(now, Duration::from_secs(10), window, fast);
+        assert_eq!(refresh - now, Duration::from_millis(7500));
     }
 
     #[tokio::test(start_paused = true)]
