@@ -2,7 +2,7 @@
 //!
 //! One `TokenCache` per credential identity (in this process's registry,
 //! `credentials.rs`), one slot per `TokenRequest` (kind + audience or sorted
-//! scopes). The rules (DESIGN.md, "Cache"):
+//! scopes). The rules (docs/architecture.md, "Cache states"):
 //!
 //! * **fresh**: served from memory; a short `std` mutex, no await, no I/O;
 //! * **in the refresh window** (the last `refresh_window`, at most a quarter
@@ -378,13 +378,18 @@ impl TokenCache {
 
 // ---- The registry: one cache per identity per process.
 
-/// Credentials remembered per process; beyond this the least recently used
-/// one's cache is dropped (its handles simply fetch again).
+/// Credentials kept per process by the registry itself; beyond this the
+/// least recently used one is let go (it lives on while a handle holds it).
 pub const MAX_CREDENTIALS: usize = 128;
 
+/// One cache per identity: the `MAX_CREDENTIALS` most recently used held
+/// here, and every cache some handle still holds found through `alive`, so
+/// an identity never has two caches at once (two caches would mean two
+/// upstream requests where one should be shared).
 #[derive(Default)]
 struct Registry {
     map: HashMap<Identity, (Arc<TokenCache>, u64)>,
+    alive: HashMap<Identity, std::sync::Weak<TokenCache>>,
     uses: u64,
 }
 
@@ -418,6 +423,17 @@ impl Registry {
             );
             return Arc::clone(cache);
         }
+        let cache = match self.alive.get(identity).and_then(std::sync::Weak::upgrade) {
+            Some(held) => held,
+            None => {
+                let fresh = TokenCache::new(Arc::clone(source));
+                if self.alive.len() >= 2 * MAX_CREDENTIALS {
+                    self.alive.retain(|_, weak| weak.strong_count() > 0);
+                }
+                self.alive.insert(identity.clone(), Arc::downgrade(&fresh));
+                fresh
+            }
+        };
         if self.map.len() >= MAX_CREDENTIALS {
             if let Some(oldest) = self
                 .map
@@ -428,10 +444,17 @@ impl Registry {
                 self.map.remove(&oldest);
             }
         }
-        let cache = TokenCache::new(Arc::clone(source));
         self.map
             .insert(identity.clone(), (Arc::clone(&cache), uses));
         cache
+    }
+
+    /// Every cache of this process, held here or by a handle.
+    fn caches(&self) -> Vec<Arc<TokenCache>> {
+        self.alive
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
     }
 }
 
@@ -458,10 +481,18 @@ pub fn registry_len() -> usize {
     registry().map.len()
 }
 
-/// Forgets every cached token of this process.
+/// Forgets every cached token of this process, including those of caches
+/// handles still hold.
 pub fn clear_all() {
-    let dropped = std::mem::take(&mut registry().map);
-    drop(dropped);
+    let caches = {
+        let mut registry = registry();
+        let caches = registry.caches();
+        registry.map.clear();
+        caches
+    };
+    for cache in caches {
+        cache.clear();
+    }
 }
 
 /// A source whose tokens come through this process's cache for it: the

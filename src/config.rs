@@ -3,7 +3,7 @@
 //!
 //! reqwest has no timeout by default; a token endpoint that stops answering
 //! would hang an agent forever. These bounds are what keeps every wait finite
-//! (DESIGN.md, "Every network wait is bounded"). `configure()` in Python
+//! (docs/architecture.md, "Bounded waits"). `configure()` in Python
 //! validates against the same limits, all or nothing.
 
 use std::sync::RwLock;

@@ -10,12 +10,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::OnceCell;
 
 use crate::adc;
-use crate::cache;
+use crate::cache::{self, TokenCache};
 use crate::error::Result;
 use crate::process::{self, PerProcess};
 use crate::request::TokenRequest;
@@ -29,6 +29,9 @@ pub enum Credential {
     Explicit {
         source: Arc<dyn TokenSource>,
         quota_project_id: Option<Arc<str>>,
+        /// This source's cache, found once per process generation: the warm
+        /// path then takes no process-wide lock (the registry's).
+        cache: OnceLock<(u64, Arc<TokenCache>)>,
     },
     /// Whatever Application Default Credentials find, impersonating as asked.
     ApplicationDefault(ApplicationDefault),
@@ -47,9 +50,6 @@ pub struct Issued {
     pub token: Arc<Token>,
     pub quota_project_id: Option<Arc<str>>,
 }
-
-/// A source and the project to bill for its tokens.
-type Billed = (Arc<dyn TokenSource>, Option<Arc<str>>);
 
 /// What ADC resolved to in this process.
 pub struct Resolved {
@@ -123,6 +123,7 @@ impl Credential {
         Arc::new(Credential::Explicit {
             source,
             quota_project_id,
+            cache: OnceLock::new(),
         })
     }
 
@@ -135,24 +136,47 @@ impl Credential {
         }))
     }
 
-    /// The source now, if known (ADC: once resolved in this process).
-    fn source(&self) -> Option<Billed> {
+    /// The cache and billing project now, if known (ADC: once resolved in this process).
+    fn cache_now(&self) -> Option<(Arc<TokenCache>, Option<Arc<str>>)> {
         match self {
             Credential::Explicit {
                 source,
                 quota_project_id,
-            } => Some((Arc::clone(source), quota_project_id.clone())),
+                cache,
+            } => Some((
+                Self::explicit_cache(source, cache),
+                quota_project_id.clone(),
+            )),
             Credential::ApplicationDefault(adc) => adc
                 .current()
-                .map(|r| (Arc::clone(&r.source), r.quota_project_id.clone())),
+                .map(|r| (cache::shared(&r.source), r.quota_project_id.clone())),
+        }
+    }
+
+    /// An explicit source's cache: remembered for this process generation
+    /// (a forked child finds its own through the registry). If the registry
+    /// later evicts it, this handle keeps the one it has: still this
+    /// identity's tokens, never another's.
+    fn explicit_cache(
+        source: &Arc<dyn TokenSource>,
+        cache: &OnceLock<(u64, Arc<TokenCache>)>,
+    ) -> Arc<TokenCache> {
+        let generation = process::generation();
+        match cache.get() {
+            Some((g, found)) if *g == generation => Arc::clone(found),
+            _ => {
+                let found = cache::shared(source);
+                let _ = cache.set((generation, Arc::clone(&found)));
+                found
+            }
         }
     }
 
     /// A fresh cached token, without waiting (see `TokenCache::peek`), and
     /// the project to bill.
     pub fn cached(&self, request: &TokenRequest) -> Option<Issued> {
-        let (source, quota_project_id) = self.source()?;
-        let token = cache::shared(&source).peek(request, process::runtime_handle)?;
+        let (cache, quota_project_id) = self.cache_now()?;
+        let token = cache.peek(request, process::runtime_handle)?;
         Some(Issued {
             token,
             quota_project_id,
@@ -161,19 +185,16 @@ impl Credential {
 
     /// A usable token, from the cache or the one shared fetch, and the project to bill.
     pub async fn token(&self, request: &TokenRequest) -> Result<Issued> {
-        let (source, quota_project_id) = match self {
-            Credential::Explicit {
-                source,
-                quota_project_id,
-            } => (Arc::clone(source), quota_project_id.clone()),
+        let (cache, quota_project_id) = match self {
             Credential::ApplicationDefault(adc) => {
                 let r = adc.resolve().await?;
-                (Arc::clone(&r.source), r.quota_project_id.clone())
+                (cache::shared(&r.source), r.quota_project_id.clone())
             }
+            explicit => explicit
+                .cache_now()
+                .expect("an explicit source is always known"),
         };
-        let token = cache::shared(&source)
-            .get(request, &process::runtime_handle())
-            .await?;
+        let token = cache.get(request, &process::runtime_handle()).await?;
         Ok(Issued {
             token,
             quota_project_id,

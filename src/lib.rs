@@ -32,7 +32,7 @@ mod _native {
         impersonation_chain, Credentials, FederationInfo, PyToken, PyTokenRequest, SourceInfo,
     };
     #[pymodule_export]
-    use crate::bindings::exchanger::ServiceAccountExchanger;
+    use crate::bindings::exchanger::{ModelKey, ServiceAccountExchanger};
     #[pymodule_export]
     use crate::bindings::{clear_cache, configure, reset_application_default};
 

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._request import CLOUD_PLATFORM
 from .errors import (
     ConfigurationError,
     CredentialsNotFoundError,
@@ -64,8 +65,6 @@ __all__ = [
     "is_installed",
     "uninstall",
 ]
-
-_CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 
 
 def install() -> None:
@@ -156,7 +155,7 @@ def id_token_credential(
 
 
 def access_token_credential(
-    scopes: Sequence[str] | str = (_CLOUD_PLATFORM,),
+    scopes: Sequence[str] | str = (CLOUD_PLATFORM,),
     *,
     service_account_key: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     impersonate: str | Sequence[str] | None = None,

@@ -10,6 +10,7 @@ __all__ = [
     "Coroutine",
     "Credentials",
     "FederationInfo",
+    "ModelKey",
     "ServiceAccountExchanger",
     "SourceInfo",
     "Token",
@@ -221,6 +222,20 @@ class TokenRequest:
     @property
     def credentials(self) -> Credentials: ...
 
+@final
+class ModelKey:
+    """The fields of ADK's credential model that decide a request, by name."""
+
+    def __new__(
+        cls,
+        attribute: str,
+        fields: Sequence[str],
+        nested: str,
+        nested_fields: Sequence[str],
+    ) -> ModelKey: ...
+    def key(self, credential: Any) -> tuple[Any, ...] | None:
+        """The content key of ``credential``; ``None`` without ``credential.<attribute>``."""
+
 @disjoint_base
 class ServiceAccountExchanger:
     """ADK's ``BaseCredentialExchanger`` interface, implemented in Rust.
@@ -231,7 +246,7 @@ class ServiceAccountExchanger:
 
     def __new__(
         cls,
-        request_key: Callable[[Any], Any],
+        request_key: ModelKey,
         read_request: Callable[[Any], TokenRequest],
         build_result: Callable[[Token], tuple[Any, Any]],
         wrap_error: Callable[[BaseException], BaseException],

@@ -65,8 +65,8 @@ from pydantic import Field, field_validator, model_validator  # noqa: E402
 from . import errors  # noqa: E402
 from ._adk import errors as adk_errors  # noqa: E402
 from ._adk.model import build_result  # noqa: E402
-from ._audience import origin_of  # noqa: E402
 from ._native import Credentials, impersonation_chain  # noqa: E402
+from ._request import origin_of  # noqa: E402
 
 if TYPE_CHECKING:
     from google.adk.auth.auth_schemes import AuthScheme

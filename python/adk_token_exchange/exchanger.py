@@ -32,7 +32,9 @@ from ._adk.errors import wrap_error
 
 __all__ = ["ServiceAccountExchanger"]
 
+# Unbound: the warm path is measured in hundreds of nanoseconds.
 _exchange_coroutine = _native.ServiceAccountExchanger.exchange
+_ready_exchange = _native.ServiceAccountExchanger.ready_exchange
 
 
 class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExchanger):
@@ -60,7 +62,7 @@ class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExc
         return cast(
             ServiceAccountExchanger,
             super().__new__(
-                cls, model.request_key, model.read_request, model.build_result, wrap_error
+                cls, model.REQUEST_KEY, model.read_request, model.build_result, wrap_error
             ),
         )
 
@@ -77,7 +79,7 @@ class ServiceAccountExchanger(_native.ServiceAccountExchanger, BaseCredentialExc
             obtained (also ADK's ``CredentialExchangeError``); the subclass
             and message say why and what to do.
         """
-        result = self.ready_exchange(auth_credential)
+        result = _ready_exchange(self, auth_credential)
         if result is None:
             result = await _exchange_coroutine(self, auth_credential, auth_scheme)
         return cast(ExchangeResult, result)

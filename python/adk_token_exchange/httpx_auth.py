@@ -36,11 +36,9 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequen
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from . import _native, errors
-from ._audience import origin_of
+from ._request import CLOUD_PLATFORM, origin_of
 
 __all__ = ["AccessTokenAuth", "IdTokenAuth", "http_client_factory"]
-
-CLOUD_PLATFORM: Final = "https://www.googleapis.com/auth/cloud-platform"
 
 Header = Literal["Authorization", "X-Serverless-Authorization", "Proxy-Authorization"]
 _HEADERS: Final = ("Authorization", "X-Serverless-Authorization", "Proxy-Authorization")

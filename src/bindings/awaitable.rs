@@ -112,16 +112,7 @@ impl Coroutine {
                         Err(PyStopIteration::new_err((value,)))
                     }
                     Ok(Begin::Wait(pending)) => match schedule(py, pending) {
-                        Ok((future, slot, waiter)) => {
-                            let yielded = future.clone_ref(py);
-                            self.put(State::Waiting {
-                                op,
-                                future,
-                                slot,
-                                waiter,
-                            });
-                            Ok(yielded)
-                        }
+                        Ok((future, slot, waiter)) => Ok(self.wait(py, op, future, slot, waiter)),
                         Err(e) => {
                             self.put(State::Finished);
                             Err(e)
@@ -166,14 +157,7 @@ impl Coroutine {
                             ));
                         }
                         bound.setattr("_asyncio_future_blocking", true)?;
-                        let yielded = future.clone_ref(py);
-                        self.put(State::Waiting {
-                            op,
-                            future,
-                            slot,
-                            waiter,
-                        });
-                        Ok(yielded)
+                        Ok(self.wait(py, op, future, slot, waiter))
                     }
                 }
             }
@@ -188,6 +172,25 @@ impl Coroutine {
                 ))
             }
         }
+    }
+
+    /// Waits on `future`: the task gets it to wait for, the state remembers it.
+    fn wait(
+        &self,
+        py: Python<'_>,
+        op: Box<dyn Operation>,
+        future: Py<PyAny>,
+        slot: Slot,
+        waiter: tokio::task::AbortHandle,
+    ) -> Py<PyAny> {
+        let yielded = future.clone_ref(py);
+        self.put(State::Waiting {
+            op,
+            future,
+            slot,
+            waiter,
+        });
+        yielded
     }
 
     /// Stops the coroutine: cancels what it waits for.

@@ -4,9 +4,11 @@
 //! way, ADK → shim → here → cache, with a callback into the shim only on a
 //! miss:
 //!
-//! 1. `request_key(auth_credential)` (shim): a hashable summary of what in
-//!    ADK's model decides the request (ADK deep-copies the credential for
-//!    every call, so object identity never repeats; content does).
+//! 1. The content key ([`ModelKey`]): the fields of ADK's model that decide
+//!    the request, read here by the names the shim gives (ADK deep-copies the
+//!    credential for every call, so object identity never repeats; content
+//!    does). ADK's knowledge stays in the shim as data; reading it here costs
+//!    a few dictionary lookups instead of a Python call.
 //! 2. The request memo (here): key → `TokenRequest` (credentials + audience
 //!    or scopes), made by `read_request(auth_credential)` (shim) on a miss.
 //!    It is the only memo on the warm path; see [`REQUEST_MEMO`].
@@ -21,16 +23,17 @@
 
 use std::sync::Arc;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::awaitable::{Begin, Coroutine, Operation, Output};
 use super::credentials::{PyToken, PyTokenRequest};
 use crate::credentials::Issued;
 use crate::error::Error;
 
-/// The request memo: `request_key(auth_credential)` → `TokenRequest`.
+/// The request memo: content key (see [`ModelKey`]) → `TokenRequest`.
 ///
 /// Invariants: the key is everything in ADK's model that decides the
 /// request (which key material, which audience or scopes, impersonation), so
@@ -55,6 +58,113 @@ pub fn clear_memo(py: Python<'_>) {
     memo(py).clear();
 }
 
+/// Which fields of ADK's credential model decide the request, by name (the
+/// shim knows ADK's model; this only reads it): `credential.<attribute>`'s
+/// `fields`, the `nested` model's `nested_fields`, and both models' pydantic
+/// extras. The key is the tuple of their values, lists and dicts frozen into
+/// tuples, so equal content gives equal keys whatever the objects.
+#[pyclass(frozen, module = "adk_token_exchange._native")]
+pub struct ModelKey {
+    attribute: Py<PyString>,
+    fields: Vec<Py<PyString>>,
+    nested: Py<PyString>,
+    nested_fields: Vec<Py<PyString>>,
+}
+
+/// Deepest extras value frozen (deeper is unhashable and skips the memo).
+const MAX_FREEZE_DEPTH: usize = 8;
+
+#[pymethods]
+impl ModelKey {
+    #[new]
+    fn new(
+        attribute: Bound<'_, PyString>,
+        fields: Vec<Bound<'_, PyString>>,
+        nested: Bound<'_, PyString>,
+        nested_fields: Vec<Bound<'_, PyString>>,
+    ) -> Self {
+        let intern =
+            |s: Bound<'_, PyString>| PyString::intern(s.py(), &s.to_string_lossy()).unbind();
+        Self {
+            attribute: intern(attribute),
+            fields: fields.into_iter().map(intern).collect(),
+            nested: intern(nested),
+            nested_fields: nested_fields.into_iter().map(intern).collect(),
+        }
+    }
+
+    /// The key of `credential`, or `None` when it has no such model (the
+    /// shim's `read_request` then says what is missing).
+    fn key<'py>(&self, credential: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let py = credential.py();
+        let model = match credential.getattr(self.attribute.bind(py)) {
+            Ok(model) if !model.is_none() => model,
+            _ => return Ok(None),
+        };
+        let mut values: Vec<Bound<'py, PyAny>> =
+            Vec::with_capacity(self.fields.len() + self.nested_fields.len() + 3);
+        let fields = model
+            .getattr(intern!(py, "__dict__"))?
+            .cast_into::<PyDict>()?;
+        for name in &self.fields {
+            values.push(freeze(field(&fields, name.bind(py))?, 0)?);
+        }
+        let nested = field(&fields, self.nested.bind(py))?;
+        if nested.is_none() {
+            values.push(nested);
+        } else {
+            let inner = nested
+                .getattr(intern!(py, "__dict__"))?
+                .cast_into::<PyDict>()?;
+            for name in &self.nested_fields {
+                values.push(freeze(field(&inner, name.bind(py))?, 0)?);
+            }
+            values.push(extras(&nested)?);
+        }
+        values.push(extras(&model)?);
+        PyTuple::new(py, values).map(Some)
+    }
+}
+
+fn field<'py>(
+    dict: &Bound<'py, PyDict>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(dict
+        .get_item(name)?
+        .unwrap_or_else(|| dict.py().None().into_bound(dict.py())))
+}
+
+/// A pydantic model's extras, frozen (`None` when empty).
+fn extras<'py>(model: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = model.py();
+    let extra = model.getattr(intern!(py, "__pydantic_extra__"))?;
+    match extra.cast::<PyDict>() {
+        Ok(dict) if !dict.is_empty() => freeze(extra, 0),
+        _ => Ok(py.None().into_bound(py)),
+    }
+}
+
+/// Lists and dicts as tuples (dicts as `(key, value)` pairs in order), recursively.
+fn freeze(value: Bound<'_, PyAny>, depth: usize) -> PyResult<Bound<'_, PyAny>> {
+    let py = value.py();
+    if depth > MAX_FREEZE_DEPTH {
+        return Ok(value);
+    }
+    if let Ok(list) = value.cast::<PyList>() {
+        let items: PyResult<Vec<_>> = list.iter().map(|v| freeze(v, depth + 1)).collect();
+        return Ok(PyTuple::new(py, items?)?.into_any());
+    }
+    if let Ok(dict) = value.cast::<PyDict>() {
+        let items: PyResult<Vec<_>> = dict
+            .iter()
+            .map(|(k, v)| Ok(PyTuple::new(py, [k, freeze(v, depth + 1)?])?.into_any()))
+            .collect();
+        return Ok(PyTuple::new(py, items?)?.into_any());
+    }
+    Ok(value)
+}
+
 /// ADK's result for one token, built once.
 struct Built {
     /// ADK's `AuthCredential` (what `exchange_credential` returns).
@@ -74,7 +184,7 @@ enum Answer {
 /// ADK-version-dependent callables and makes ADK accept it.
 #[pyclass(frozen, subclass, module = "adk_token_exchange._native")]
 pub struct ServiceAccountExchanger {
-    request_key: Py<PyAny>,
+    request_key: Py<ModelKey>,
     read_request: Py<PyAny>,
     build_result: Py<PyAny>,
     wrap_error: Py<PyAny>,
@@ -87,7 +197,9 @@ impl ServiceAccountExchanger {
         py: Python<'_>,
         auth_credential: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyTokenRequest>> {
-        let key = self.request_key.call1(py, (auth_credential,))?;
+        let Some(key) = self.request_key.get().key(auth_credential)? else {
+            return self.read(py, auth_credential);
+        };
         let memo = memo(py);
         let found = match memo.get_item(&key) {
             Ok(found) => found,
@@ -187,7 +299,7 @@ fn wrapped(py: Python<'_>, wrap_error: &Py<PyAny>, error: Error) -> PyErr {
 impl ServiceAccountExchanger {
     #[new]
     fn new(
-        request_key: Py<PyAny>,
+        request_key: Py<ModelKey>,
         read_request: Py<PyAny>,
         build_result: Py<PyAny>,
         wrap_error: Py<PyAny>,

@@ -7,7 +7,7 @@ str/repr/args/cause chain/traceback, every log record at every level (Rust
 logs arrive through pyo3-log), stderr, and the repr of every public object.
 
 Zeroization on drop is a Rust property, tested by the ``secret_zeroize`` cargo
-test (``fuzz/secret_zeroize.rs``): the ``Secret`` type's buffer is all zeros by
+test (``tests/rust/secret_zeroize.rs``): the ``Secret`` type's buffer is all zeros by
 the time the allocator gets it back.
 """
 
@@ -539,7 +539,7 @@ def test_tls_with_an_unknown_root_is_refused(emulator: GoogleEmulator, exposure:
     assert "certificate" in str(error).lower() or "UnknownIssuer" in str(error), error
 
 
-def test_ssl_cert_file_adds_a_corporate_root(
+def test_ssl_cert_file_trusts_a_corporate_root(
     emulator: GoogleEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """rustls-native-certs reads SSL_CERT_FILE when the HTTP client is built."""

@@ -21,9 +21,9 @@ from google.adk.auth.auth_credential import (
 )
 
 from .. import _native, errors
-from .._audience import origin_of
+from .._request import CLOUD_PLATFORM, origin_of
 from .install import install
-from .model import CLOUD_PLATFORM_SCOPE, SCOPES_REQUIRED, SERVICE_ACCOUNT
+from .model import SCOPES_REQUIRED, SERVICE_ACCOUNT
 
 __all__ = ["access_token_credential", "id_token_credential"]
 
@@ -52,7 +52,7 @@ def id_token_credential(
 
 
 def access_token_credential(
-    scopes: Sequence[str] | str = (CLOUD_PLATFORM_SCOPE,),
+    scopes: Sequence[str] | str = (CLOUD_PLATFORM,),
     *,
     service_account_key: Any = None,
     impersonate: str | Sequence[str] | None = None,
@@ -62,7 +62,7 @@ def access_token_credential(
     scope_list = [scopes] if isinstance(scopes, str) else list(scopes)
     if not scope_list or not all(isinstance(s, str) and s for s in scope_list):
         raise errors.ConfigurationError(
-            f"scopes must be a non-empty list of OAuth scopes, e.g. [{CLOUD_PLATFORM_SCOPE!r}]"
+            f"scopes must be a non-empty list of OAuth scopes, e.g. [{CLOUD_PLATFORM!r}]"
         )
     sa = _service_account(service_account_key, impersonate, delegates, {"scopes": scope_list})
     install()

@@ -1,9 +1,9 @@
 """Reading ADK's ``ServiceAccount`` model into a core request, and building ADK's result.
 
-The exchanger calls :func:`request_key` on every exchange (it must be cheap:
-ADK hands over a deep copy of the credential each time, so only its content
-repeats), :func:`read_request` when that key is new, and :func:`build_result`
-once per token. The memo from key to request lives in the core
+The core reads :data:`REQUEST_KEY`'s fields on every exchange (ADK hands over a
+deep copy of the credential each time, so only its content repeats), calls
+:func:`read_request` when that key is new, and :func:`build_result` once per
+token. The memo from key to request lives in the core
 (``src/bindings/exchanger.rs``).
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
 from typing import Any, Final, NoReturn
 
 from google.adk.auth.auth_credential import (
@@ -26,20 +25,20 @@ from google.adk.auth.auth_credential import (
 from google.adk.auth.exchanger.base_credential_exchanger import ExchangeResult
 
 from .. import errors
-from .._native import Credentials, Token, TokenRequest
+from .._native import Credentials, ModelKey, Token, TokenRequest
+from .._request import CLOUD_PLATFORM
 from .errors import config_error, wrap_error
 
 __all__ = [
-    "CLOUD_PLATFORM_SCOPE",
+    "CLOUD_PLATFORM",
     "ID_TOKEN_FIELDS",
+    "REQUEST_KEY",
     "SCOPES_REQUIRED",
     "build_result",
     "key_json",
     "read_request",
-    "request_key",
 ]
 
-CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
 # ADK >= 1.26 models these; 1.24.1 keeps them in model_extra.
 ID_TOKEN_FIELDS: Final = "use_id_token" in ServiceAccount.model_fields
 SCOPES_REQUIRED: Final = ServiceAccount.model_fields["scopes"].is_required()
@@ -48,39 +47,19 @@ SERVICE_ACCOUNT: Final = AuthCredentialTypes.SERVICE_ACCOUNT
 logger = logging.getLogger("adk_token_exchange")
 
 
-def _frozen(value: Any) -> Any:
-    """A hashable copy: lists and dicts (extras) become tuples."""
-    if isinstance(value, Mapping):
-        return tuple((k, _frozen(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return tuple(_frozen(v) for v in value)
-    return value
-
-
-def request_key(auth_credential: Any) -> Any:
-    """Everything in ``auth_credential`` that decides the request, hashable.
-
-    Which key material (every field of an inline key, since any of them may
-    change who speaks or who pays), which audience or scopes, and our extras
-    (impersonation, a credentials file). Strings are shared between ADK's deep
-    copies, so hashing them again costs nothing.
-    """
-    sa = getattr(auth_credential, "service_account", None)
-    if sa is None:
-        _missing_service_account(auth_credential)
-    fields = sa.__dict__
-    key = fields["service_account_credential"]
-    scopes = fields["scopes"]
-    extra = sa.__pydantic_extra__
-    return (
-        fields["use_default_credential"],
-        fields.get("use_id_token"),
-        fields.get("audience"),
-        tuple(scopes) if scopes else None,
-        None if key is None else tuple(key.__dict__.values()),
-        None if key is None or not key.__pydantic_extra__ else _frozen(key.__pydantic_extra__),
-        _frozen(extra) if extra else None,
-    )
+REQUEST_KEY: Final = ModelKey(
+    "service_account",
+    ["use_default_credential", "use_id_token", "audience", "scopes"],
+    "service_account_credential",
+    ["type_", "private_key", "client_email", "private_key_id", "token_uri", "universe_domain"],
+)
+"""What in ADK's credential decides the request, by field name: the core reads
+these (and both models' extras: ``impersonate``, ``delegates``,
+``credentials_file``, ``quota_project_id``, and on ADK 1.24.1 ``use_id_token`` /
+``audience``) into the key of its request memo on every exchange. Every field
+that reaches the key file the core builds (``key_json``) and decides who speaks
+or who pays is here; the rest (``auth_uri``, ``client_x509_cert_url``, ...)
+does not change the token."""
 
 
 def read_request(auth_credential: Any) -> TokenRequest:
@@ -109,7 +88,7 @@ def read_request(auth_credential: Any) -> TokenRequest:
                     " or use adk_token_exchange.id_token_credential(<service URL>)."
                 )
             return credentials.id_token_request(audience)
-        return credentials.access_token_request(list(sa.scopes or ()) or [CLOUD_PLATFORM_SCOPE])
+        return credentials.access_token_request(list(sa.scopes or ()) or [CLOUD_PLATFORM])
     except errors.TokenExchangeError as exc:
         # A key or file the core refuses up front (bad PEM, a foreign
         # token_uri): ADK's error family too, like every fetch error.

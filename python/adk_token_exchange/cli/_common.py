@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 __all__ = [
-    "CLOUD_PLATFORM_SCOPE",
     "EXIT_OK",
     "EXIT_TOKEN_ERROR",
     "EXIT_USAGE",
@@ -16,8 +15,6 @@ __all__ = [
 EXIT_OK = 0
 EXIT_TOKEN_ERROR = 1
 EXIT_USAGE = 2
-
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
 def error_dict(error: BaseException) -> dict[str, str]:

@@ -11,9 +11,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._request import CLOUD_PLATFORM
 from ..errors import TokenExchangeError
-from ._common import CLOUD_PLATFORM_SCOPE, EXIT_OK, EXIT_TOKEN_ERROR, error_dict, progress
-from .explain import audience_for, decode_jwt_claims, explain_probe, is_oauth_client_id
+from ._common import EXIT_OK, EXIT_TOKEN_ERROR, error_dict, progress
+from .explain import audience_for, explain_probe, is_oauth_client_id
 from .federation import federation_report, federation_steps, render_federation
 from .probe import probe
 from .tokens import credentials
@@ -87,7 +88,7 @@ def _doctor(args: argparse.Namespace, report: DoctorReport) -> None:
             token = creds.id_token(audience)
             requested: dict[str, Any] = {"audience": audience}
         else:
-            scopes = [CLOUD_PLATFORM_SCOPE]
+            scopes = [CLOUD_PLATFORM]
             progress("doctor: minting an access token (pass --audience URL for an ID token) …")
             token = creds.access_token(scopes)
             requested = {"scopes": scopes}
@@ -103,7 +104,7 @@ def _doctor(args: argparse.Namespace, report: DoctorReport) -> None:
         )
 
     now = time.time()
-    claims = decode_jwt_claims(token.value)
+    claims = token.claims() or {}  # the core's one JWT reader; unverified, for display
     shown = {k: claims[k] for k in ("aud", "iss", "email", "sub", "azp", "exp") if k in claims}
     report.token = {
         "kind": token.kind,

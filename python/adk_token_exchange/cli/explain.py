@@ -7,9 +7,6 @@ the command that fixes it (google/adk-python#4458 and its relatives).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 import time
 import urllib.parse
@@ -19,7 +16,6 @@ from typing import Any
 __all__ = [
     "ProbeResult",
     "audience_for",
-    "decode_jwt_claims",
     "explain_probe",
     "grant_commands",
     "is_oauth_client_id",
@@ -44,22 +40,9 @@ def audience_for(url_or_audience: str, *, exact: bool = False) -> str:
     """
     if exact:
         return url_or_audience
-    from .._audience import origin_of
+    from .._request import origin_of
 
     return origin_of(url_or_audience)
-
-
-def decode_jwt_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT, unverified (for display); ``{}`` if it is not one."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (ValueError, binascii.Error):
-        return {}
-    return claims if isinstance(claims, dict) else {}
 
 
 def is_oauth_client_id(aud: object) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CLOUD_PLATFORM_SCOPE
+from .._request import CLOUD_PLATFORM
 from .probe import PROBE_TIMEOUT_SECONDS
 
 __all__ = ["build_parser"]
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scopes",
         nargs="+",
         metavar="SCOPE",
-        help=f"OAuth scopes (default: {CLOUD_PLATFORM_SCOPE})",
+        help=f"OAuth scopes (default: {CLOUD_PLATFORM})",
     )
 
     doctor = commands.add_parser(

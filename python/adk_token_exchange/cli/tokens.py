@@ -7,7 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._common import CLOUD_PLATFORM_SCOPE, EXIT_OK
+from .._request import CLOUD_PLATFORM
+from ._common import EXIT_OK
 from .explain import audience_for
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ def credentials(args: argparse.Namespace) -> Credentials:
 
 def scopes_from(raw: Sequence[str] | None) -> list[str]:
     scopes = [s for item in raw or () for s in item.replace(",", " ").split()]
-    return scopes or [CLOUD_PLATFORM_SCOPE]
+    return scopes or [CLOUD_PLATFORM]
 
 
 def print_token(args: argparse.Namespace, token: Token, **extra: Any) -> int:

@@ -1,10 +1,19 @@
-"""The audience rule shared by the helpers, the auth provider and the CLI (no ADK import)."""
+"""What a caller asks for: the audience rule and the default scope.
+
+Shared by the helpers, the httpx auth, the auth provider and the CLI; imports
+neither ADK nor the core (the core's own copy of the scope is
+``src/request.rs``: they are the same string, tested).
+"""
 
 from __future__ import annotations
 
+from typing import Final
 from urllib.parse import urlsplit
 
-__all__ = ["origin_of"]
+__all__ = ["CLOUD_PLATFORM", "origin_of"]
+
+CLOUD_PLATFORM: Final = "https://www.googleapis.com/auth/cloud-platform"
+"""Google's default scope: every Google API."""
 
 
 def origin_of(audience: str) -> str:

@@ -133,5 +133,5 @@ fn main() {
     });
 
     println!("secret_zeroize: serde_json's unescape scratch buffer (a known limit) left {scratch} block(s)");
-    println!("secret_zeroize: Secret, clone, Token and CredentialFile leave no secret bytes in freed memory (control: {control} block seen)");
+    println!("secret_zeroize: Secret, clone, Token, CredentialFile and token request forms leave no secret bytes in freed memory (control: {control} block seen)");
 }
