@@ -18,7 +18,8 @@ DEFAULTS: dict[str, Any] = {
     "refresh_window": 300.0,
     "max_attempts": 3,
 }
-"""What ``_native.configure`` starts with (``src/config.rs``, docs/architecture.md "Bounded waits")."""
+"""What ``_native.configure`` starts with (``src/config.rs``; docs/architecture.md,
+"Bounded waits")."""
 
 
 @contextlib.contextmanager
