@@ -13,10 +13,11 @@
 //!    `http://$GCE_METADATA_IP/` (default `169.254.169.254`) with
 //!    `Metadata-Flavor: Google` within `metadata_detect_timeout` (3 s).
 //!
-//! Credential files may be `service_account`, `authorized_user` or
-//! `impersonated_service_account`; anything else is refused with the list
-//! of supported types. Files are read with a 1 MiB cap and their contents
-//! never appear in errors.
+//! Credential files may be `service_account`, `authorized_user`,
+//! `impersonated_service_account`, `external_account` (Workload Identity
+//! Federation) or `external_account_authorized_user` (a workforce login);
+//! anything else is refused with the list of supported types. Files are
+//! read with a 1 MiB cap and their contents never appear in errors.
 //!
 //! Any credential can be combined with [`Impersonation`], so a developer's
 //! gcloud login mints tokens as (and with the audience of) a service account.
@@ -43,6 +44,8 @@ use crate::cache::CachedSource;
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
 use crate::sources::authorized_user::AuthorizedUser;
+use crate::sources::external_account::ExternalAccount;
+use crate::sources::external_account_authorized_user::ExternalAccountAuthorizedUser;
 use crate::sources::impersonated::{ImpersonatedServiceAccount, Impersonation};
 use crate::sources::metadata::{self, MetadataServer};
 use crate::sources::service_account::ServiceAccountKey;
@@ -60,7 +63,8 @@ pub const WELL_KNOWN_FILE: &str = "application_default_credentials.json";
 /// Largest credential file read; real ones are a few KiB.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-const SUPPORTED: &str = "service_account, authorized_user, impersonated_service_account";
+const SUPPORTED: &str = "service_account, authorized_user, impersonated_service_account, \
+                         external_account, external_account_authorized_user";
 
 /// The outcome of ADC discovery.
 pub struct Found {
@@ -303,6 +307,14 @@ pub fn from_credential_file(file: CredentialFile, origin: &str) -> Result<Arc<dy
             origin,
             |inner, origin| from_credential_file(inner, origin).map(CachedSource::wrap),
         )?),
+        "external_account" => Arc::new(ExternalAccount::from_file(
+            file,
+            origin,
+            CachedSource::wrap,
+        )?),
+        "external_account_authorized_user" => {
+            Arc::new(ExternalAccountAuthorizedUser::from_file(file, origin)?)
+        }
         "" => {
             return Err(Error::Config(format!(
                 "{origin}: field `type` is missing; supported types: {SUPPORTED}"
@@ -322,8 +334,7 @@ pub fn from_credential_file(file: CredentialFile, origin: &str) -> Result<Arc<dy
                 "(not shown: not a type name)".to_owned()
             };
             return Err(Error::Config(format!(
-                "{origin}: credential type {shown} is not supported; supported types: {SUPPORTED} \
-                 (for workload identity federation, impersonate a service account from a supported credential)"
+                "{origin}: credential type {shown} is not supported; supported types: {SUPPORTED}"
             )));
         }
     })
@@ -350,11 +361,32 @@ fn summary(d: &SourceDescription) -> String {
         SourceKind::AuthorizedUser => format!("gcloud user login (OAuth client {principal})"),
         SourceKind::ImpersonatedServiceAccount => format!("credentials of {principal}"),
         SourceKind::Metadata => "metadata server".to_owned(),
+        SourceKind::ExternalAccount | SourceKind::ExternalAccountAuthorizedUser => {
+            match &d.federation {
+                Some(f) => federation_summary(d.kind, f),
+                None => d.kind.as_str().to_owned(),
+            }
+        }
     };
     match &d.impersonating {
         Some(target) => format!("{base}, impersonating {target}"),
         None => base,
     }
+}
+
+/// "workload identity federation (url subject token, pool P, provider V)".
+fn federation_summary(kind: SourceKind, f: &crate::sources::Federation) -> String {
+    let what = match (kind, f.pool_kind) {
+        (SourceKind::ExternalAccountAuthorizedUser, _) => "workforce identity login",
+        (_, Some("workforce")) => "workforce identity federation",
+        _ => "workload identity federation",
+    };
+    let mut out = format!("{what} ({} subject token", f.credential_source);
+    if let (Some(pool), Some(provider)) = (&f.pool_id, &f.provider_id) {
+        out.push_str(&format!(", pool {pool}, provider {provider}"));
+    }
+    out.push(')');
+    out
 }
 
 #[cfg(test)]
@@ -538,14 +570,14 @@ mod tests {
     #[test]
     fn unknown_type_lists_the_supported_ones() {
         let e = from_json(
-            r#"{"type":"external_account","audience":"x"}"#,
+            r#"{"type":"gdch_service_account","audience":"x"}"#,
             "wif.json",
             None,
         )
         .unwrap_err();
         let text = e.to_string();
         assert!(
-            text.contains("wif.json") && text.contains("\"external_account\""),
+            text.contains("wif.json") && text.contains("\"gdch_service_account\""),
             "{text}"
         );
         assert!(text.contains(SUPPORTED), "{text}");

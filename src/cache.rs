@@ -599,6 +599,7 @@ mod tests {
                 impersonating: None,
                 quota_project_id: None,
                 token_uri: None,
+                federation: None,
             }
         }
     }

@@ -32,7 +32,7 @@ mod _native {
     use crate::bindings::awaitable::Coroutine;
     #[pymodule_export]
     use crate::bindings::credentials::{
-        impersonation_chain, Credentials, PyToken, PyTokenRequest, SourceInfo,
+        impersonation_chain, Credentials, FederationInfo, PyToken, PyTokenRequest, SourceInfo,
     };
     #[pymodule_export]
     use crate::bindings::exchanger::{ModelKey, ServiceAccountExchanger};

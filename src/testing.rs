@@ -351,3 +351,20 @@ pub fn jwt_expiring_in(secs: i64) -> String {
         b(&format!(r#"{{"aud":"https://svc.run.app","exp":{exp}}}"#))
     )
 }
+
+/// `now + secs` as RFC 3339 UTC (`2026-01-01T00:00:00Z`), as IAM writes `expireTime`.
+pub fn rfc3339_in(secs: u64) -> String {
+    let t = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + secs;
+    let (days, rem) = (t / 86_400, t % 86_400);
+    let (y, m, d) = crate::sources::impersonated::civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}

@@ -9,6 +9,7 @@ from typing_extensions import disjoint_base
 __all__ = [
     "Coroutine",
     "Credentials",
+    "FederationInfo",
     "ModelKey",
     "ServiceAccountExchanger",
     "SourceInfo",
@@ -72,7 +73,12 @@ class SourceInfo:
     def kind(
         self,
     ) -> Literal[
-        "service_account", "authorized_user", "impersonated_service_account", "metadata"
+        "service_account",
+        "authorized_user",
+        "impersonated_service_account",
+        "metadata",
+        "external_account",
+        "external_account_authorized_user",
     ]: ...
     @property
     def origin(self) -> str:
@@ -91,6 +97,51 @@ class SourceInfo:
     @property
     def steps(self) -> list[str]:
         """ADC resolution, one line per step checked (for ``doctor``)."""
+
+    @property
+    def federation(self) -> FederationInfo | None:
+        """For ``external_account`` credentials: where the subject token comes from,
+        which pool and provider, what STS and IAM are asked."""
+
+@final
+class FederationInfo:
+    """A Workload Identity Federation credential's parts; no secrets (no header
+    values, command arguments or tokens)."""
+
+    @property
+    def credential_source(
+        self,
+    ) -> Literal["file", "url", "executable", "aws", "refresh_token"]: ...
+    @property
+    def subject_from(self) -> str:
+        """The file's path, the URL (no query), the program, or AWS's endpoints."""
+
+    @property
+    def audience(self) -> str:
+        """The STS audience: the pool provider's resource name."""
+
+    @property
+    def pool_kind(self) -> Literal["workload", "workforce"] | None: ...
+    @property
+    def project_number(self) -> str | None: ...
+    @property
+    def location(self) -> str | None: ...
+    @property
+    def pool_id(self) -> str | None: ...
+    @property
+    def provider_id(self) -> str | None: ...
+    @property
+    def subject_token_type(self) -> str | None: ...
+    @property
+    def token_url(self) -> str:
+        """Where the subject token is exchanged (STS), or the login refreshed."""
+
+    @property
+    def impersonation_url(self) -> str | None: ...
+    @property
+    def token_lifetime_seconds(self) -> int | None: ...
+    @property
+    def workforce_pool_user_project(self) -> str | None: ...
 
 _Chain = str | Sequence[str] | None
 
@@ -122,7 +173,8 @@ class Credentials:
     def from_file(
         path: str, *, impersonate: _Chain = None, delegates: Sequence[str] = ...
     ) -> Credentials:
-        """Any ADC JSON file: service_account, authorized_user, impersonated_service_account."""
+        """Any ADC JSON file: service_account, authorized_user, impersonated_service_account,
+        external_account, external_account_authorized_user."""
 
     @property
     def identity(self) -> str:

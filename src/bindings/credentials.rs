@@ -99,6 +99,8 @@ pub struct SourceInfo {
     quota_project_id: Option<String>,
     token_uri: Option<String>,
     steps: Vec<String>,
+    /// Workload Identity Federation: source, pool, provider, STS, impersonation.
+    federation: Option<FederationInfo>,
 }
 
 impl SourceInfo {
@@ -111,7 +113,60 @@ impl SourceInfo {
             quota_project_id: d.quota_project_id,
             token_uri: d.token_uri,
             steps,
+            federation: d.federation.map(FederationInfo::from),
         }
+    }
+}
+
+/// What a federated credential is made of (for `doctor`); no secrets.
+#[pyclass(frozen, get_all, module = "adk_token_exchange._native")]
+#[derive(Clone)]
+pub struct FederationInfo {
+    credential_source: &'static str,
+    subject_from: String,
+    audience: String,
+    pool_kind: Option<&'static str>,
+    project_number: Option<String>,
+    location: Option<String>,
+    pool_id: Option<String>,
+    provider_id: Option<String>,
+    subject_token_type: Option<String>,
+    token_url: String,
+    impersonation_url: Option<String>,
+    token_lifetime_seconds: Option<u64>,
+    workforce_pool_user_project: Option<String>,
+}
+
+impl From<crate::sources::Federation> for FederationInfo {
+    fn from(f: crate::sources::Federation) -> Self {
+        Self {
+            credential_source: f.credential_source,
+            subject_from: f.subject_from,
+            audience: f.audience,
+            pool_kind: f.pool_kind,
+            project_number: f.project_number,
+            location: f.location,
+            pool_id: f.pool_id,
+            provider_id: f.provider_id,
+            subject_token_type: f.subject_token_type,
+            token_url: f.token_url,
+            impersonation_url: f.impersonation_url,
+            token_lifetime_seconds: f.token_lifetime_seconds,
+            workforce_pool_user_project: f.workforce_pool_user_project,
+        }
+    }
+}
+
+#[pymethods]
+impl FederationInfo {
+    fn __repr__(&self) -> String {
+        let py_repr = |o: &Option<String>| o.as_deref().map_or("None".into(), |s| format!("{s:?}"));
+        format!(
+            "FederationInfo(credential_source={:?}, pool_id={}, provider_id={})",
+            self.credential_source,
+            py_repr(&self.pool_id),
+            py_repr(&self.provider_id)
+        )
     }
 }
 

@@ -102,10 +102,12 @@ fn build_client(s: &Settings, proxies: bool) -> std::result::Result<Client, Stri
 pub enum Method {
     Get,
     Post,
+    /// AWS IMDSv2's session token request.
+    Put,
 }
 
 /// One logical request (retried as a whole). Holds no secret except in
-/// `bearer` and `body`, which are zeroized on drop.
+/// `bearer`, `secret_headers` and `body`, which are zeroized on drop.
 #[derive(Debug)]
 pub struct Call {
     pub method: Method,
@@ -113,6 +115,10 @@ pub struct Call {
     /// Extra non-secret headers, e.g. `Metadata-Flavor: Google`.
     pub headers: Vec<(&'static str, String)>,
     pub bearer: Option<Secret>,
+    /// Headers whose values are secrets (a subject-token endpoint's request
+    /// token, Basic client authentication, an IMDSv2 session token): sent
+    /// marked sensitive, never logged. Names are checked when sent.
+    pub secret_headers: Vec<(String, Secret)>,
     /// Content type and bytes.
     pub body: Option<(&'static str, Zeroizing<Vec<u8>>)>,
     /// What the request is for, in timeout errors: "token request", ...
@@ -128,9 +134,18 @@ impl Call {
             url,
             headers: Vec::new(),
             bearer: None,
+            secret_headers: Vec::new(),
             body: None,
             what,
             direct: false,
+        }
+    }
+
+    /// A PUT without a body.
+    pub fn put(url: Url, what: &'static str) -> Self {
+        Call {
+            method: Method::Put,
+            ..Call::get(url, what)
         }
     }
 
@@ -163,6 +178,30 @@ impl Call {
     pub fn bearer(mut self, token: Secret) -> Self {
         self.bearer = Some(token);
         self
+    }
+
+    /// A header whose value is a secret (see [`Call::secret_headers`]).
+    pub fn secret_header(mut self, name: impl Into<String>, value: Secret) -> Self {
+        self.secret_headers.push((name.into(), value));
+        self
+    }
+
+    /// HTTP Basic client authentication, `base64(client_id:client_secret)`,
+    /// as google-auth sends it to Google's STS (raw, not form-encoded first
+    /// as RFC 6749 §2.3.1 would have it: Google reads it that way).
+    pub fn basic_auth(self, client_id: &str, client_secret: &Secret) -> Self {
+        use base64::Engine as _;
+        let secret = client_secret.expose();
+        let mut pair = Zeroizing::new(String::with_capacity(client_id.len() + 1 + secret.len()));
+        pair.push_str(client_id);
+        pair.push(':');
+        pair.push_str(secret);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut value =
+            String::with_capacity(6 + base64::encoded_len(pair.len(), true).unwrap_or(0));
+        value.push_str("Basic ");
+        b64.encode_string(pair.as_bytes(), &mut value);
+        self.secret_header("authorization", Secret::new(value))
     }
 
     pub fn direct(mut self) -> Self {
@@ -218,6 +257,7 @@ pub async fn send_with(call: &Call, s: &Settings, budget: Duration) -> Result<Re
         let method = match call.method {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Put => "PUT",
         };
         let (err, retry_after) = match outcome {
             Ok(reply) => {
@@ -294,6 +334,7 @@ async fn attempt_once(
     let mut rb = match call.method {
         Method::Get => client.get(call.url.clone()),
         Method::Post => client.post(call.url.clone()),
+        Method::Put => client.put(call.url.clone()),
     }
     .timeout(remaining);
     let sent_at = SystemTime::now();
@@ -310,6 +351,23 @@ async fn attempt_once(
         })?;
         v.set_sensitive(true);
         rb = rb.header(AUTHORIZATION, v);
+    }
+    for (name, value) in &call.secret_headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Failure::Fatal(Error::Config(format!(
+                "{}: {name:?} is not a valid HTTP header name",
+                endpoint()
+            )))
+        })?;
+        let mut v = HeaderValue::from_str(value.expose()).map_err(|_| {
+            Failure::Fatal(Error::Config(format!(
+                "{}: the value of header {name:?} is not a valid header value \
+                 (a line break or control character?); it is not shown",
+                endpoint()
+            )))
+        })?;
+        v.set_sensitive(true);
+        rb = rb.header(name, v);
     }
     if let Some((content_type, bytes)) = &call.body {
         rb = rb.header(CONTENT_TYPE, *content_type).body(bytes.to_vec());

@@ -207,6 +207,7 @@ impl TokenSource for AuthorizedUser {
             impersonating: None,
             quota_project_id: self.quota_project_id.clone(),
             token_uri: Some(self.token_uri.to_string()),
+            federation: None,
         }
     }
 }

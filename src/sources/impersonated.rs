@@ -59,7 +59,10 @@ pub const IAM_ENDPOINT_VAR: &str = "ADK_TOKEN_EXCHANGE_IAM_ENDPOINT";
 
 /// Requested lifetime of impersonated access tokens (IAM's default and the
 /// longest allowed without an org-policy exception).
-const LIFETIME: &str = "3600s";
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// The lifetimes IAM grants at all (the upper end needs the org policy
+/// `constraints/iam.allowServiceAccountCredentialLifetimeExtension`).
+pub const LIFETIMES: std::ops::RangeInclusive<u64> = 600..=43_200;
 
 /// Which service account to impersonate, through which delegation chain.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -128,6 +131,8 @@ pub struct ImpersonatedServiceAccount {
     /// As IAM wants them: `projects/-/serviceAccounts/EMAIL`.
     delegates: Vec<String>,
     iam: Url,
+    /// Asked of `generateAccessToken` (ID tokens always live an hour).
+    lifetime: Duration,
     quota_project_id: Option<String>,
     origin: String,
     /// The source's identity plus the whole chain and the IAM endpoint.
@@ -148,7 +153,7 @@ impl ImpersonatedServiceAccount {
             inner.describe().origin,
             imp.target.trim()
         );
-        Self::build(inner, imp, iam, None, origin, &what)
+        Self::build(inner, imp, iam, None, origin, &what, DEFAULT_LIFETIME)
     }
 
     /// An `impersonated_service_account` credential file; `source` builds
@@ -186,6 +191,40 @@ impl ImpersonatedServiceAccount {
             optional(f.quota_project_id),
             origin.to_owned(),
             &url_field,
+            DEFAULT_LIFETIME,
+        )
+    }
+
+    /// The impersonation a federated credential file asks for
+    /// (`service_account_impersonation_url`, `…token_lifetime_seconds`),
+    /// on top of `inner` (its STS token). `what` names the URL field in
+    /// errors; the URL must be a Google host of `universe`, or loopback.
+    pub fn from_url(
+        inner: Arc<dyn TokenSource>,
+        url: &str,
+        what: &str,
+        universe: &str,
+        lifetime: Duration,
+        quota_project_id: Option<String>,
+        origin: String,
+    ) -> Result<Self> {
+        let (iam, target) = parse_impersonation_url(url, what, universe)?;
+        if !LIFETIMES.contains(&lifetime.as_secs()) {
+            return Err(Error::Config(format!(
+                "{origin}: the impersonated token lifetime is {} s; IAM grants {} to {} s",
+                lifetime.as_secs(),
+                LIFETIMES.start(),
+                LIFETIMES.end()
+            )));
+        }
+        Self::build(
+            inner,
+            Impersonation::new(target),
+            iam,
+            quota_project_id,
+            origin,
+            what,
+            lifetime,
         )
     }
 
@@ -196,6 +235,7 @@ impl ImpersonatedServiceAccount {
         quota_project_id: Option<String>,
         origin: String,
         what: &str,
+        lifetime: Duration,
     ) -> Result<Self> {
         let target = check_email(&imp.target, &format!("{what}: target service account"))?;
         let delegates = imp
@@ -212,6 +252,7 @@ impl ImpersonatedServiceAccount {
         id.nested(inner.identity())
             .part(target.as_bytes())
             .part(iam.as_str().as_bytes())
+            .part(&lifetime.as_secs().to_be_bytes())
             .optional(quota_project_id.as_deref());
         for d in &delegates {
             id.part(d.as_bytes());
@@ -222,10 +263,16 @@ impl ImpersonatedServiceAccount {
             target,
             delegates,
             iam,
+            lifetime,
             quota_project_id,
             origin,
             identity,
         })
+    }
+
+    /// What `generateAccessToken` is asked for.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
     }
 
     pub fn target(&self) -> &str {
@@ -251,7 +298,7 @@ impl ImpersonatedServiceAccount {
         let (url, body) = match request {
             TokenRequest::Access { scopes } => (
                 self.method_url("generateAccessToken"),
-                serde_json::json!({"scope": scopes, "delegates": self.delegates, "lifetime": LIFETIME}),
+                serde_json::json!({"scope": scopes, "delegates": self.delegates, "lifetime": format!("{}s", self.lifetime.as_secs())}),
             ),
             TokenRequest::Id { audience } => (
                 self.method_url("generateIdToken"),
@@ -293,6 +340,11 @@ impl ImpersonatedServiceAccount {
     /// Who IAM saw as the caller, as an IAM member string.
     fn caller_member(&self) -> String {
         let d = self.inner.describe();
+        if d.impersonating.is_none() {
+            if let Some(f) = &d.federation {
+                return federated_member(f);
+            }
+        }
         match (d.kind, d.principal, d.impersonating) {
             (SourceKind::AuthorizedUser, _, _) => {
                 "user:YOUR_EMAIL (the account of `gcloud auth application-default login`)"
@@ -309,11 +361,19 @@ impl ImpersonatedServiceAccount {
     fn explain(&self, e: Error) -> Error {
         let target = self.target.clone();
         let member = self.caller_member();
+        // Federated principals are granted the Workload Identity User role
+        // (<https://cloud.google.com/iam/docs/workload-identity-federation-with-other-providers#impersonation>).
+        let federated = member.starts_with("principal");
+        let role = if federated {
+            "roles/iam.workloadIdentityUser"
+        } else {
+            "roles/iam.serviceAccountTokenCreator"
+        };
         let e = error::with_hint(e, Some(403), |_| {
             format!(
-                "grant roles/iam.serviceAccountTokenCreator on {target} to {member}: \
+                "grant {role} on {target} to {member}: \
                  `gcloud iam service-accounts add-iam-policy-binding {target} \
-                 --member=\"{member}\" --role=roles/iam.serviceAccountTokenCreator` \
+                 --member=\"{member}\" --role={role}` \
                  (and enable iamcredentials.googleapis.com in the caller's project)"
             )
         });
@@ -321,6 +381,20 @@ impl ImpersonatedServiceAccount {
         error::with_hint(e, Some(404), |_| {
             format!("service account {target} does not exist; check the email")
         })
+    }
+}
+
+/// The IAM member that stands for every identity of a federated pool
+/// (narrow it to `/subject/…` or `/attribute.NAME/…` as the pool maps them).
+fn federated_member(f: &super::Federation) -> String {
+    match (f.pool_kind, &f.project_number, &f.location, &f.pool_id) {
+        (Some("workload"), Some(n), Some(l), Some(p)) => {
+            format!("principalSet://iam.googleapis.com/projects/{n}/locations/{l}/workloadIdentityPools/{p}/*")
+        }
+        (Some("workforce"), _, Some(l), Some(p)) => {
+            format!("principalSet://iam.googleapis.com/locations/{l}/workforcePools/{p}/*")
+        }
+        _ => "principalSet://iam.googleapis.com/projects/PROJECT_NUMBER/locations/global/workloadIdentityPools/POOL_ID/*".to_owned(),
     }
 }
 
@@ -353,6 +427,7 @@ impl TokenSource for ImpersonatedServiceAccount {
             impersonating: Some(self.target.clone()),
             quota_project_id: self.quota_project_id.clone().or(inner.quota_project_id),
             token_uri: Some(self.iam.as_str().trim_end_matches('/').to_owned()),
+            federation: inner.federation,
         }
     }
 }
@@ -492,10 +567,23 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The proleptic Gregorian date of a day count since 1970-01-01 (the inverse of `days_from_civil`).
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{env_lock, jwt_expiring_in, Answer, EnvVars, Server};
+    use crate::testing::{env_lock, jwt_expiring_in, rfc3339_in, Answer, EnvVars, Server};
     use crate::token::{Secret, TokenKind};
 
     /// A fixed inner source, so the tests count only IAM's requests.
@@ -531,35 +619,9 @@ mod tests {
                 impersonating: None,
                 quota_project_id: Some("inner-quota".into()),
                 token_uri: None,
+                federation: None,
             }
         }
-    }
-
-    fn rfc3339_in(secs: u64) -> String {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + secs;
-        // Build from parts so the test does not depend on the parser.
-        let days = t / 86_400;
-        let rem = t % 86_400;
-        // civil_from_days
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60
-        )
     }
 
     fn impersonating(
@@ -582,6 +644,7 @@ mod tests {
             None,
             "test".into(),
             "test",
+            DEFAULT_LIFETIME,
         )
         .unwrap()
     }

@@ -184,6 +184,7 @@ impl TokenSource for MetadataServer {
             impersonating: None,
             quota_project_id: None,
             token_uri: Some(self.base_url()),
+            federation: None,
         }
     }
 }

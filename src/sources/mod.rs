@@ -12,6 +12,8 @@ use crate::request::TokenRequest;
 use crate::token::{jwt_expiry, Secret, Token, TokenKind};
 
 pub mod authorized_user;
+pub mod external_account;
+pub mod external_account_authorized_user;
 pub mod impersonated;
 pub mod metadata;
 pub mod service_account;
@@ -26,6 +28,11 @@ pub enum SourceKind {
     AuthorizedUser,
     ImpersonatedServiceAccount,
     Metadata,
+    /// Workload (or workforce) Identity Federation: an external subject
+    /// token exchanged at Google's STS (AIP-4117).
+    ExternalAccount,
+    /// A workforce identity user login (`gcloud auth login --cred-file`).
+    ExternalAccountAuthorizedUser,
 }
 
 impl SourceKind {
@@ -35,6 +42,8 @@ impl SourceKind {
             SourceKind::AuthorizedUser => "authorized_user",
             SourceKind::ImpersonatedServiceAccount => "impersonated_service_account",
             SourceKind::Metadata => "metadata",
+            SourceKind::ExternalAccount => "external_account",
+            SourceKind::ExternalAccountAuthorizedUser => "external_account_authorized_user",
         }
     }
 }
@@ -52,6 +61,37 @@ pub struct SourceDescription {
     pub impersonating: Option<String>,
     pub quota_project_id: Option<String>,
     pub token_uri: Option<String>,
+    /// For federated credentials: where the subject token comes from, which
+    /// pool and provider, what STS and IAM are asked.
+    pub federation: Option<Federation>,
+}
+
+/// What `doctor` says about a federated credential; never a secret (header
+/// values, commands' arguments and subject tokens are left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Federation {
+    /// `file`, `url`, `executable`, `aws`, or `refresh_token` (a workforce login).
+    pub credential_source: &'static str,
+    /// Where the subject token comes from: the file's path, the URL's
+    /// endpoint (no query), the program run, the AWS region and credentials
+    /// endpoints.
+    pub subject_from: String,
+    /// The STS audience: the pool provider's full resource name.
+    pub audience: String,
+    /// `workload` or `workforce`, when the audience parses as either.
+    pub pool_kind: Option<&'static str>,
+    /// The project number of a workload identity pool.
+    pub project_number: Option<String>,
+    pub location: Option<String>,
+    pub pool_id: Option<String>,
+    pub provider_id: Option<String>,
+    pub subject_token_type: Option<String>,
+    /// Where the subject token is exchanged (STS) or the login refreshed.
+    pub token_url: String,
+    pub impersonation_url: Option<String>,
+    /// `service_account_impersonation.token_lifetime_seconds`.
+    pub token_lifetime_seconds: Option<u64>,
+    pub workforce_pool_user_project: Option<String>,
 }
 
 /// A credential source: turns a `TokenRequest` into a fresh `Token` upstream.
@@ -90,6 +130,47 @@ pub struct CredentialFile {
     pub service_account_impersonation_url: Option<String>,
     pub delegates: Option<Vec<String>>,
     pub source_credentials: Option<Box<CredentialFile>>,
+    // external_account and external_account_authorized_user (AIP-4117):
+    pub audience: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub token_url: Option<String>,
+    pub token_info_url: Option<String>,
+    pub revoke_url: Option<String>,
+    pub workforce_pool_user_project: Option<String>,
+    /// Read field by field by `external_account` (its header values may be secrets).
+    pub credential_source: Option<JsonObject>,
+    /// `{"token_lifetime_seconds": N}`.
+    pub service_account_impersonation: Option<JsonObject>,
+}
+
+/// A nested JSON object of a credential file, read later field by field;
+/// every string left in it is zeroized on drop, and `Debug` shows only its keys.
+#[derive(Default)]
+pub struct JsonObject(pub(crate) serde_json::Map<String, serde_json::Value>);
+
+impl JsonObject {
+    /// Removes and returns a field; null counts as absent.
+    pub(crate) fn take(&mut self, key: &str) -> Option<serde_json::Value> {
+        self.0.remove(key).filter(|v| !v.is_null())
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
+impl Drop for JsonObject {
+    fn drop(&mut self) {
+        for v in self.0.values_mut() {
+            scrub(v);
+        }
+    }
+}
+
+impl fmt::Debug for JsonObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 impl CredentialFile {
@@ -154,6 +235,13 @@ impl CredentialFile {
             "service_account_impersonation_url",
             "serviceAccountImpersonationUrl",
         ])?;
+        let audience = string(&["audience"])?;
+        let subject_token_type = string(&["subject_token_type", "subjectTokenType"])?;
+        let token_url = string(&["token_url", "tokenUrl"])?;
+        let token_info_url = string(&["token_info_url", "tokenInfoUrl"])?;
+        let revoke_url = string(&["revoke_url", "revokeUrl"])?;
+        let workforce_pool_user_project =
+            string(&["workforce_pool_user_project", "workforcePoolUserProject"])?;
         let delegates = match take(&["delegates"]) {
             None => None,
             Some((field, Value::Array(items))) => Some(
@@ -167,6 +255,22 @@ impl CredentialFile {
             ),
             Some((field, other)) => return Err(wrong(&field, "a list of strings", &other)),
         };
+        let mut object = |names: &[&str]| -> Result<Option<JsonObject>> {
+            match take(names) {
+                None => Ok(None),
+                Some((_, Value::Object(map))) => Ok(Some(JsonObject(map))),
+                Some((field, mut other)) => {
+                    let e = wrong(&field, "a JSON object", &other);
+                    scrub(&mut other);
+                    Err(e)
+                }
+            }
+        };
+        let credential_source = object(&["credential_source", "credentialSource"])?;
+        let service_account_impersonation = object(&[
+            "service_account_impersonation",
+            "serviceAccountImpersonation",
+        ])?;
         let source_credentials = match take(&["source_credentials", "sourceCredentials"]) {
             None => None,
             Some((field, v @ Value::Object(_))) => Some(Box::new(Self::from_value(
@@ -189,6 +293,14 @@ impl CredentialFile {
             service_account_impersonation_url,
             delegates,
             source_credentials,
+            audience,
+            subject_token_type,
+            token_url,
+            token_info_url,
+            revoke_url,
+            workforce_pool_user_project,
+            credential_source,
+            service_account_impersonation,
         })
     }
 }
@@ -222,6 +334,9 @@ impl fmt::Debug for CredentialFile {
             .field("client_email", &self.client_email)
             .field("client_id", &self.client_id)
             .field("token_uri", &self.token_uri)
+            .field("audience", &self.audience)
+            .field("token_url", &self.token_url)
+            .field("credential_source", &self.credential_source)
             .finish_non_exhaustive()
     }
 }
@@ -372,6 +487,16 @@ pub(crate) fn access_token_from_json(
     let secs = r
         .number("expires_in")?
         .ok_or_else(|| invalid(endpoint, "no `expires_in` in the response".into()))?;
+    access_token_expiring_in(endpoint, value, secs, issued_at)
+}
+
+/// An access token living `secs` from `issued_at`, the lifetime checked for sanity.
+pub(crate) fn access_token_expiring_in(
+    endpoint: &str,
+    value: Secret,
+    secs: f64,
+    issued_at: SystemTime,
+) -> Result<Token> {
     if !(secs > 0.0 && secs <= MAX_LIFETIME.as_secs_f64()) {
         return Err(invalid(
             endpoint,

@@ -237,6 +237,7 @@ impl TokenSource for ServiceAccountKey {
             impersonating: None,
             quota_project_id: self.quota_project_id.clone(),
             token_uri: Some(self.token_uri.to_string()),
+            federation: None,
         }
     }
 }

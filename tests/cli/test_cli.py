@@ -259,6 +259,64 @@ def test_doctor_warns_that_a_gcloud_login_mints_client_id_audiences(
     assert "warning:" in text.stdout and "--impersonate" in text.stdout
 
 
+def test_doctor_explains_a_federated_credential_step_by_step(
+    emulator: GoogleEmulator, protected_mcp: ProtectedMcpServer, tmp_path: Path
+) -> None:
+    github = emulator.add_oidc_provider()
+    sa = "mcp-caller@emulated-project.iam.gserviceaccount.com"
+    source = emulator.github_actions_credential_source(github)
+    request_token = source["headers"]["Authorization"].removeprefix("Bearer ")
+    path = key_file(tmp_path, emulator.external_account_info(github, source, service_account=sa))
+
+    text = cli("-v", "doctor", "--key", path, "--probe", protected_mcp.url)
+    report = json.loads(cli("doctor", "--json", "--key", path, "--audience", CLOUD_RUN_URL).stdout)
+
+    assert text.returncode == 0, text.stdout + text.stderr
+    out = text.stdout
+    assert "Workload Identity Federation" in out
+    assert f"url: {emulator.oidc_issuer}/token" in out
+    assert "pool:           github (project 123456789012)" in out
+    assert "provider:       my-repo" in out
+    assert f"impersonating:  {sa}" in out
+    assert f"STS exchange at {emulator.sts_token_url}: ok" in out
+    assert "Result: OK" in out
+    fed = report["federation"]
+    assert (fed["credential_source"], fed["pool_id"], fed["impersonating"]) == ("url", "github", sa)
+    assert [step.split(":")[0] for step in fed["steps"]][-1] == f"impersonation of {sa}"
+    assert request_token not in text.stdout + text.stderr + json.dumps(report)
+
+
+def test_doctor_says_which_federation_step_failed_and_what_to_grant(
+    emulator: GoogleEmulator, tmp_path: Path
+) -> None:
+    github = emulator.add_oidc_provider()
+    subject = tmp_path / "token"
+    subject.write_text(emulator.issue_subject_token(github))
+    sa = "mcp-caller@emulated-project.iam.gserviceaccount.com"
+    with_sa = key_file(
+        tmp_path, emulator.external_account_info(github, {"file": str(subject)}, service_account=sa)
+    )
+    without_sa = key_file(
+        tmp_path, emulator.external_account_info(github, {"file": str(subject)}), "no-sa.json"
+    )
+    emulator.restrict_impersonation()
+
+    denied = json.loads(
+        cli("doctor", "--json", "--key", with_sa, "--audience", CLOUD_RUN_URL).stdout
+    )
+    missing = cli("doctor", "--key", without_sa, "--audience", CLOUD_RUN_URL)
+
+    assert denied["ok"] is False
+    steps = denied["federation"]["steps"]
+    assert steps[1].endswith(": ok")
+    assert "refused" in steps[2] and "roles/iam.workloadIdentityUser" in steps[2]
+    assert emulator.principal_set(github) in steps[2]
+    assert missing.returncode == 1
+    assert "impersonating:  none: access tokens only" in missing.stdout
+    assert "--service-account=SA_EMAIL" in missing.stdout
+    assert subject.read_text() not in missing.stdout + json.dumps(denied)
+
+
 def test_doctor_without_any_credentials_lists_what_was_tried(tmp_path: Path) -> None:
     started = time.monotonic()
     result = cli("doctor")

@@ -9,13 +9,11 @@ The same file runs on ADK 2.x and 1.24.1.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,119 +24,43 @@ from adk_token_exchange import errors
 from adk_token_exchange.testing import GoogleEmulator
 from adk_token_exchange.testing.emulator import CLOUD_PLATFORM_SCOPE, GCLOUD_ADC_CLIENT_ID
 from adk_token_exchange.testing.protected import ProtectedMcpServer, ProtectedRestServer
-from adk_token_exchange.testing.scripted_llm import ANSWER_PREFIX, ScriptedLlm
+from adk_token_exchange.testing.scripted_llm import ScriptedLlm
 from google.adk.agents.llm_agent import LlmAgent
 from google.adk.auth.auth_credential import AuthCredential, AuthCredentialTypes, ServiceAccount
 from google.adk.auth.exchanger.base_credential_exchanger import CredentialExchangeError
 from google.adk.events.event import Event
 from google.adk.runners import Runner
 from google.adk.sessions.in_memory_session_service import InMemorySessionService
-from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnectionParams
-from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
 from google.adk.tools.openapi_tool.openapi_spec_parser.openapi_toolset import OpenAPIToolset
 from google.genai import types
 from support.adk import ISSUE_4458_SCHEME as SCHEME
+from support.agents import (
+    APP,
+    REQUEST_CREDENTIAL,
+    USER,
+    Run,
+    attempt,
+    greeted,
+    greeting,
+    mcp_agent,
+    private_network_ok,
+    reset_exchangers,
+    run_agent,
+    run_once,
+)
 from support.paths import TESTS
 from support.processes import in_fresh_process
 
 ADK_VERSION = tuple(int(p) for p in google.adk.__version__.split(".")[:2])
 ADK_HAS_ID_TOKEN_FIELDS = "use_id_token" in ServiceAccount.model_fields
-APP = "e2e"
-USER = "user"
-REQUEST_CREDENTIAL = "adk_request_credential"
-
-
-@dataclass
-class Run:
-    events: list[Event]
-
-    @property
-    def answer(self) -> str | None:
-        for event in reversed(self.events):
-            for part in (event.content.parts or []) if event.content else []:
-                if part.text and part.text.startswith(ANSWER_PREFIX):
-                    return part.text
-        return None
-
-    @property
-    def function_calls(self) -> list[str]:
-        return [call.name or "" for event in self.events for call in event.get_function_calls()]
 
 
 @pytest.fixture(autouse=True)
 def fresh_exchanger() -> Iterator[None]:
     """ADK's own exchanger cache empty, uninstalled after."""
-    _reset_stock_cache()
+    reset_exchangers(uninstall=False)
     yield
-    adk_token_exchange.uninstall()
-    _reset_stock_cache()
-
-
-def _reset_stock_cache() -> None:
-    from google.adk.tools.openapi_tool.auth.credential_exchangers import (
-        service_account_exchanger as stock,
-    )
-
-    reset = getattr(stock, "_reset_cache", None)  # ADK >= 1.26 caches tokens
-    if reset is not None:
-        reset()
-
-
-def mcp_agent(url: str, credential: AuthCredential, llm: ScriptedLlm | None = None) -> LlmAgent:
-    return LlmAgent(
-        name="greeter",
-        model=llm or ScriptedLlm(tool="greet", args={"name": "Ada"}),
-        instruction="Use the tools to greet the user.",
-        tools=[
-            McpToolset(
-                connection_params=StreamableHTTPConnectionParams(url=url),
-                auth_scheme=SCHEME,
-                auth_credential=credential,
-            )
-        ],
-    )
-
-
-async def run_agent(agent: LlmAgent, *, sessions: int = 1) -> list[Run]:
-    """One user turn in each of ``sessions`` concurrent sessions."""
-    runner = Runner(app_name=APP, agent=agent, session_service=InMemorySessionService())
-
-    async def one() -> Run:
-        session = await runner.session_service.create_session(app_name=APP, user_id=USER)
-        message = types.Content(role="user", parts=[types.Part(text="Say hello")])
-        events = [
-            event
-            async for event in runner.run_async(
-                user_id=USER, session_id=session.id, new_message=message
-            )
-        ]
-        return Run(events)
-
-    try:
-        return list(await asyncio.gather(*(one() for _ in range(sessions))))
-    finally:
-        await runner.close()
-
-
-async def run_once(agent: LlmAgent) -> Run:
-    return (await run_agent(agent))[0]
-
-
-async def attempt(agent: LlmAgent) -> Run | Exception:
-    """The run, or what it raised (ADK's failure shape differs per version)."""
-    try:
-        return await run_once(agent)
-    except Exception as exc:
-        return exc
-
-
-def greeted(outcome: Run | Exception) -> bool:
-    """Whether the MCP tool answered (ADK 2.x answers a failed listing with "no such tool")."""
-    return isinstance(outcome, Run) and "Hello, " in (outcome.answer or "")
-
-
-def greeting(caller: str, name: str = "Ada") -> str:
-    return f"{ANSWER_PREFIX}Hello, {name}! (called by {caller})"
+    reset_exchangers()
 
 
 def identity_requests(emulator: GoogleEmulator) -> list[Any]:
@@ -326,7 +248,7 @@ async def test_openapi_tool_calls_rest_api_with_access_token(emulator: GoogleEmu
             spec_str_type="json",
             auth_scheme=SCHEME,
             auth_credential=credential,
-            **_private_network_ok(),
+            **private_network_ok(),
         )
         agent = LlmAgent(
             name="rest_caller",
@@ -362,7 +284,7 @@ async def test_openapi_tool_reports_google_refusal_with_googles_reason(
             spec_str_type="json",
             auth_scheme=SCHEME,
             auth_credential=adk_token_exchange.access_token_credential(service_account_key=key),
-            **_private_network_ok(),
+            **private_network_ok(),
         )
         agent = LlmAgent(
             name="rest_caller",
@@ -383,12 +305,6 @@ async def test_openapi_tool_reports_google_refusal_with_googles_reason(
             r.getMessage() for r in caplog.records if "invalid_grant" in r.getMessage()
         )
     assert "invalid_grant" in reported and "Invalid JWT Signature." in reported
-
-
-def _private_network_ok() -> dict[str, Any]:
-    if "allow_private_network_access" in inspect.signature(OpenAPIToolset).parameters:
-        return {"allow_private_network_access": True}  # the API is on 127.0.0.1
-    return {}
 
 
 # --------------------------------------------------------------------------

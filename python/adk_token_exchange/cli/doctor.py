@@ -15,6 +15,7 @@ from .._request import CLOUD_PLATFORM
 from ..errors import TokenExchangeError
 from ._common import EXIT_OK, EXIT_TOKEN_ERROR, error_dict, progress
 from .explain import audience_for, explain_probe, is_oauth_client_id
+from .federation import federation_report, federation_steps, render_federation
 from .probe import probe
 from .tokens import credentials
 
@@ -28,6 +29,8 @@ class DoctorReport:
     ok: bool = False
     credentials: dict[str, Any] | None = None
     token: dict[str, Any] | None = None
+    federation: dict[str, Any] | None = None
+    """Workload Identity Federation: source, pool, provider, each step's outcome."""
     warnings: list[str] = field(default_factory=list)
     probe: dict[str, Any] | None = None
     error: dict[str, str] | None = None
@@ -72,20 +75,33 @@ def _doctor(args: argparse.Namespace, report: DoctorReport) -> None:
         "steps": list(info.steps),
     }
 
+    report.federation = federation_report(info)
+
     audience: str | None = None
     if args.audience:
         audience = audience_for(args.audience, exact=args.exact)
     elif args.probe:
         audience = audience_for(args.probe)
-    if audience is not None:
-        progress(f"doctor: minting an ID token for {audience} …")
-        token = creds.id_token(audience)
-        requested: dict[str, Any] = {"audience": audience}
-    else:
-        scopes = [CLOUD_PLATFORM]
-        progress("doctor: minting an access token (pass --audience URL for an ID token) …")
-        token = creds.access_token(scopes)
-        requested = {"scopes": scopes}
+    try:
+        if audience is not None:
+            progress(f"doctor: minting an ID token for {audience} …")
+            token = creds.id_token(audience)
+            requested: dict[str, Any] = {"audience": audience}
+        else:
+            scopes = [CLOUD_PLATFORM]
+            progress("doctor: minting an access token (pass --audience URL for an ID token) …")
+            token = creds.access_token(scopes)
+            requested = {"scopes": scopes}
+    except TokenExchangeError as error:
+        if report.federation is not None:
+            report.federation["steps"] = federation_steps(
+                report.federation, error, wanted_id_token=audience is not None
+            )
+        raise
+    if report.federation is not None:
+        report.federation["steps"] = federation_steps(
+            report.federation, None, wanted_id_token=audience is not None
+        )
 
     now = time.time()
     claims = token.claims() or {}  # the core's one JWT reader; unverified, for display
@@ -125,6 +141,7 @@ def _doctor(args: argparse.Namespace, report: DoctorReport) -> None:
             source_kind=info.kind,
             impersonating=info.impersonating,
             now=now,
+            federated=report.federation is not None,
         )
         report.probe = asdict(result)
         report.ok = result.ok
@@ -150,6 +167,8 @@ def _render_doctor(report: DoctorReport, out: Any) -> None:
         ):
             if creds.get(key):
                 line(f"    {label + ':':<16}{creds[key]}")
+    if report.federation is not None:
+        render_federation(report.federation, line)
     token = report.token
     if token is not None:
         line()

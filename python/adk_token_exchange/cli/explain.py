@@ -113,6 +113,7 @@ def explain_probe(
     source_kind: str | None,
     impersonating: str | None,
     now: float | None = None,
+    federated: bool = False,
 ) -> ProbeResult:
     """Fill in ``verdict``, ``ok``, ``explanation`` and ``fix`` for a probe's status."""
     if result.status is None:
@@ -191,6 +192,11 @@ def explain_probe(
             say.append(
                 "Grant it the Cloud Run Invoker role (roles/run.invoker) on the service"
                 " (for Cloud Functions: the Cloud Functions Invoker role):"
+            )
+        if federated:
+            say.append(
+                "(Through Workload Identity Federation the service sees the impersonated"
+                " service account, never the external identity: grant the role to it.)"
             )
         fix.extend(grant_commands(url, who if isinstance(who, str) else None, iap=result.iap))
     elif status == 404:

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--key",
         metavar="FILE",
         help="a credential JSON file (service_account, authorized_user,"
-        " impersonated_service_account) instead of Application Default Credentials",
+        " impersonated_service_account, external_account, external_account_authorized_user)"
+        " instead of Application Default Credentials",
     )
     creds.add_argument(
         "--impersonate",

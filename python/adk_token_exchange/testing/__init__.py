@@ -1,10 +1,13 @@
 """Test Google ADK agents offline: a local Google and Cloud-Run-like protected services.
 
 :class:`GoogleEmulator` serves Google's OAuth token endpoint, metadata server,
-IAM Credentials API and signing certificates on loopback, speaking the
-documented protocols, so real clients (google-auth, gcloud's ADC files, this
-package) work against it through the files and variables users already have:
-``token_uri`` in a key file, ``GCE_METADATA_HOST``, an impersonation URL.
+IAM Credentials API, signing certificates and STS (Workload Identity
+Federation, with a GitHub-Actions-like OIDC issuer and an EC2-like IMDSv2 to
+federate from) on loopback, speaking the documented protocols, so real
+clients (google-auth, gcloud's ADC files, this package) work against it
+through the files and variables users already have: ``token_uri`` in a key
+file, ``GCE_METADATA_HOST``, an impersonation URL, an ``external_account``
+file's ``token_url`` and ``credential_source``.
 :class:`ProtectedMcpServer` checks ID tokens as Cloud Run does;
 :class:`ProtectedRestServer` checks access tokens as Google APIs do.
 

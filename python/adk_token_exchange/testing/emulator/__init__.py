@@ -1,4 +1,4 @@
-"""A local Google: OAuth token endpoint, metadata server, IAM Credentials and certs.
+"""A local Google: OAuth token endpoint, metadata server, IAM Credentials, certs and STS.
 
 One loopback HTTP/1.1 server (``127.0.0.1`` or ``::1``, ephemeral port,
 background thread) speaks the wire protocols Google documents, so unmodified
@@ -12,6 +12,14 @@ impersonation URL at it. One module per Google service:
 - :mod:`.certs`: ``/oauth2/v3/certs`` (JWK set) and ``/oauth2/v1/certs`` (PEM map);
 - :mod:`.iap`: IAP's key set ``/iap/verify/public_key-jwk`` (ES256); the
   assertions IAP adds to requests come from :meth:`GoogleEmulator.issue_iap_assertion`;
+- :mod:`.sts`: STS ``/v1/token`` (Workload Identity Federation's RFC 8693
+  exchange) and ``/v1/oauth/token`` (workforce logins);
+
+and, for federation, the outside identities STS trusts (:mod:`.federation`):
+:mod:`.oidc_issuer`, a GitHub-Actions-like OIDC issuer at ``/oidc`` whose
+token endpoint wants a request token, and :mod:`.aws_metadata`, an EC2
+instance's IMDSv2 at ``/latest/``, whose signed ``GetCallerIdentity``
+requests :mod:`.sigv4` verifies as AWS would;
 
 on a shared core: :mod:`.server` (HTTP), :mod:`.accounts` (who exists),
 :mod:`.minting` (tokens and the "Google" signing key), :mod:`.faults` and
@@ -22,8 +30,8 @@ Every ID token is RS256, signed by the emulator's own "Google" key and carries
 ``iss = https://accounts.google.com``. Every access token is remembered, so a
 protected test server can check it in-process (:meth:`GoogleEmulator.access_token_info`).
 Faults (errors, arbitrary bodies, latency, hangs) can be injected per endpoint,
-and every request and TCP connection is counted. STS and workload identity
-federation, ``signBlob`` and ``signJwt`` are not emulated yet.
+and every request and TCP connection is counted. ``signBlob`` and ``signJwt``
+are not emulated yet.
 
 It never uses this package's Rust core: it is the other side of the wire.
 
@@ -40,6 +48,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -58,8 +67,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import keys
 from .accounts import Accounts, AuthorizedUser, ServiceAccount
+from .aws_metadata import AWS_METADATA_PATH, AwsInstanceMetadata
 from .certs import JWKS_PATH, PEM_CERTS_PATH, X509_PATH, Certs
 from .faults import Fault, FaultPlan
+from .federation import (
+    AWS_SUBJECT_TOKEN_TYPE,
+    JWT_TOKEN_TYPE,
+    AwsInstance,
+    AwsKey,
+    Condition,
+    Provider,
+    WorkforceLogin,
+)
 from .iam import IAM_PATH, IamCredentials
 from .iap import IAP_JWKS_PATH, IapKeys
 from .metadata import MetadataServer
@@ -78,19 +97,25 @@ from .oauth import (
     TOKEN_PATH,
     TokenEndpoint,
 )
+from .oidc_issuer import ISSUER_PATH, ExternalOidcIssuer, subject_claims
 from .records import EndpointKind, RequestLog, RequestRecord
 from .server import JSON, LoopbackHTTPServer, Request, Response
 from .service import GoogleState, Service, api_failure
+from .sts import STS_PATH, STS_REFRESH_PATH, SecurityTokenService
 from .wire import Reject, json_response, numeric_id, to_bytes
 
 __all__ = [
+    "AWS_SUBJECT_TOKEN_TYPE",
     "CLOUD_PLATFORM_SCOPE",
     "GCLOUD_ADC_CLIENT_ID",
     "GCLOUD_CLIENT_ID",
+    "GITHUB_SUBJECT",
     "GOOGLE_ISSUER",
     "IAP_ISSUER",
+    "JWT_TOKEN_TYPE",
     "SERVICES",
     "AccessTokenInfo",
+    "AwsKey",
     "EndpointKind",
     "GoogleEmulator",
     "InvalidIdToken",
@@ -105,8 +130,14 @@ SERVICES: tuple[type[Service], ...] = (
     IamCredentials,
     Certs,
     IapKeys,
+    SecurityTokenService,
+    ExternalOidcIssuer,
+    AwsInstanceMetadata,
 )
 """The emulated services, asked in this order which one owns a request's path."""
+
+GITHUB_SUBJECT = "repo:octo-org/agent:ref:refs/heads/main"
+"""The ``sub`` of the external issuer's tokens unless told otherwise (GitHub's shape)."""
 
 
 class _EnvTarget(Protocol):
@@ -471,6 +502,254 @@ class GoogleEmulator:
         """Grant ``principal`` Service Account Token Creator on ``target``."""
         self._state.accounts.allow_impersonation(principal, target)
 
+    # -- workload identity federation ------------------------------------------------
+
+    @property
+    def sts_token_url(self) -> str:
+        """STS's token exchange endpoint: the ``token_url`` of ``external_account`` files."""
+        return f"{self.url}{STS_PATH}"
+
+    @property
+    def oidc_issuer(self) -> str:
+        """The external (non-Google) OIDC issuer's ``iss``."""
+        return f"{self.url}{ISSUER_PATH}"
+
+    def add_oidc_provider(
+        self,
+        pool: str = "github",
+        provider: str = "my-repo",
+        *,
+        allowed_audiences: Sequence[str] | None = None,
+        condition: Condition | None = None,
+        workforce: bool = False,
+    ) -> str:
+        """A pool provider trusting :attr:`oidc_issuer`; returns its audience (resource name).
+
+        ``allowed_audiences`` defaults to Google's default for OIDC providers,
+        ``https://iam.googleapis.com/`` + the resource name. ``condition``
+        gets the token's claims (an attribute condition). ``workforce`` makes
+        it a workforce pool's provider.
+        """
+        if workforce:
+            audience = (
+                f"//iam.googleapis.com/locations/global/workforcePools/{pool}/providers/{provider}"
+            )
+        else:
+            audience = (
+                f"//iam.googleapis.com/projects/{self.project_number}/locations/global/"
+                f"workloadIdentityPools/{pool}/providers/{provider}"
+            )
+        default = "https:" + audience
+        self._state.federation.add_provider(
+            Provider(
+                audience,
+                "oidc",
+                issuer=self.oidc_issuer,
+                allowed_audiences=tuple(allowed_audiences or (default,)),
+                condition=condition,
+            )
+        )
+        return audience
+
+    def add_aws_provider(
+        self, pool: str = "aws", provider: str = "my-account", *, account_id: str = "123456789012"
+    ) -> str:
+        """A pool provider trusting AWS account ``account_id``; returns its audience."""
+        audience = (
+            f"//iam.googleapis.com/projects/{self.project_number}/locations/global/"
+            f"workloadIdentityPools/{pool}/providers/{provider}"
+        )
+        self._state.federation.add_provider(Provider(audience, "aws", aws_account_id=account_id))
+        return audience
+
+    def disable_provider(self, audience: str) -> None:
+        """Disable a provider: STS answers ``invalid_target`` for it."""
+        federation = self._state.federation
+        current = federation.provider(audience)
+        if current is not None:
+            federation.add_provider(dataclasses.replace(current, disabled=True))
+
+    def federated_principal(self, audience: str, subject: str = GITHUB_SUBJECT) -> str:
+        """The IAM principal STS issues tokens for: ``principal://…/subject/SUBJECT``."""
+        return self._provider(audience).principal(subject)
+
+    def principal_set(self, audience: str) -> str:
+        """Every identity of the provider's pool: ``principalSet://…/*`` (for grants)."""
+        return self._provider(audience).principal_set
+
+    def _provider(self, audience: str) -> Provider:
+        provider = self._state.federation.provider(audience)
+        if provider is None:
+            raise KeyError(f"no provider {audience}; add_oidc_provider() or add_aws_provider()")
+        return provider
+
+    def issue_subject_token(
+        self,
+        audience: str,
+        subject: str = GITHUB_SUBJECT,
+        *,
+        lifetime: float = 300,
+        claims: Mapping[str, Any] | None = None,
+    ) -> str:
+        """An OIDC token of the external issuer for provider ``audience`` (its ``aud``
+        is the provider's first allowed audience); ``claims`` add or override."""
+        provider = self._provider(audience)
+        aud = provider.allowed_audiences[0] if provider.allowed_audiences else audience
+        payload = subject_claims(self.oidc_issuer, aud, subject, lifetime, dict(claims or {}))
+        return self._state.federation.sign_subject_token(self.oidc_issuer, payload)
+
+    def github_actions_token_endpoint(
+        self,
+        audience: str,
+        subject: str = GITHUB_SUBJECT,
+        *,
+        lifetime: float = 300,
+        claims: Mapping[str, Any] | None = None,
+    ) -> tuple[str, str]:
+        """``(ACTIONS_ID_TOKEN_REQUEST_URL, ACTIONS_ID_TOKEN_REQUEST_TOKEN)``: a URL
+        (with ``audience=`` for provider ``audience``) that answers subject tokens
+        for ``subject`` to a ``Bearer`` request token, and that token."""
+        provider = self._provider(audience)
+        aud = provider.allowed_audiences[0] if provider.allowed_audiences else audience
+        request_token = self._state.federation.add_request_token(
+            {**dict(claims or {}), "sub": subject, "_lifetime": lifetime}
+        )
+        url = f"{self.oidc_issuer}/token?api-version=2.0&audience={quote(aud, safe='')}"
+        return url, request_token
+
+    def github_actions_credential_source(
+        self,
+        audience: str,
+        subject: str = GITHUB_SUBJECT,
+        *,
+        lifetime: float = 300,
+        claims: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The ``credential_source`` google-github-actions/auth writes: the token URL
+        of :meth:`github_actions_token_endpoint`, its request token as a ``Bearer``
+        header, and the JSON field ``value``."""
+        url, request_token = self.github_actions_token_endpoint(
+            audience, subject, lifetime=lifetime, claims=claims
+        )
+        return {
+            "url": url,
+            "headers": {"Authorization": f"Bearer {request_token}"},
+            "format": {"type": "json", "subject_token_field_name": "value"},
+        }
+
+    def aws_access_key(
+        self, *, account_id: str = "123456789012", user: str = "agent", temporary: bool = False
+    ) -> AwsKey:
+        """AWS keys the emulated AWS STS accepts signatures of (for ``AWS_*`` variables).
+
+        ``temporary`` adds a session token (as in Lambda or an assumed role).
+        """
+        suffix = secrets.token_hex(8).upper()
+        session = "emulated-session-" + secrets.token_urlsafe(24) if temporary else None
+        arn = (
+            f"arn:aws:sts::{account_id}:assumed-role/{user}/session"
+            if temporary
+            else f"arn:aws:iam::{account_id}:user/{user}"
+        )
+        key = AwsKey(
+            ("ASIA" if temporary else "AKIA") + suffix,
+            "emulated-secret-" + secrets.token_urlsafe(30),
+            session,
+            arn,
+        )
+        return self._state.federation.add_aws_key(key)
+
+    def aws_instance(
+        self,
+        *,
+        region: str = "us-east-1",
+        role: str = "agent-role",
+        account_id: str = "123456789012",
+        require_imdsv2: bool = True,
+    ) -> AwsKey:
+        """Make ``/latest/`` an EC2 instance's IMDS with ``role`` attached; returns the
+        role's temporary credentials (which it serves)."""
+        key = self.aws_access_key(account_id=account_id, user=role, temporary=True)
+        federation = self._state.federation
+        federation.aws_instance = AwsInstance(region, role, key)
+        federation.require_imdsv2 = require_imdsv2
+        return key
+
+    def aws_credential_source(self, *, imdsv2: bool = True) -> dict[str, str]:
+        """``credential_source`` of ``create-cred-config --aws [--enable-imdsv2]``, with
+        the metadata URLs pointing here."""
+        source = {
+            "environment_id": "aws1",
+            "region_url": f"{self.url}{AWS_METADATA_PATH}meta-data/placement/availability-zone",
+            "url": f"{self.url}{AWS_METADATA_PATH}meta-data/iam/security-credentials",
+            "regional_cred_verification_url": (
+                "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"
+            ),
+        }
+        if imdsv2:
+            source["imdsv2_session_token_url"] = f"{self.url}{AWS_METADATA_PATH}api/token"
+        return source
+
+    def external_account_info(
+        self,
+        audience: str,
+        credential_source: Mapping[str, Any],
+        *,
+        service_account: str | None = None,
+        token_lifetime: int | None = None,
+        subject_token_type: str | None = None,
+        workforce_pool_user_project: str | None = None,
+    ) -> dict[str, Any]:
+        """An ``external_account`` file as ``gcloud iam workload-identity-pools
+        create-cred-config`` writes it, ``token_url`` (and impersonation) → here.
+
+        ``service_account`` (``--service-account``) adds impersonation; it
+        becomes an existing service account.
+        """
+        provider = self._provider(audience)
+        default_type = AWS_SUBJECT_TOKEN_TYPE if provider.kind == "aws" else JWT_TOKEN_TYPE
+        info: dict[str, Any] = {
+            "universe_domain": "googleapis.com",
+            "type": "external_account",
+            "audience": audience,
+            "subject_token_type": subject_token_type or default_type,
+            "token_url": self.sts_token_url,
+            "credential_source": dict(credential_source),
+            "token_info_url": f"{self.url}/v1/introspect",
+        }
+        if service_account is not None:
+            self.register_service_account(service_account)
+            info["service_account_impersonation_url"] = self.iam_url(service_account)
+            if token_lifetime is not None:
+                info["service_account_impersonation"] = {"token_lifetime_seconds": token_lifetime}
+        if workforce_pool_user_project is not None:
+            info["workforce_pool_user_project"] = workforce_pool_user_project
+        return info
+
+    def workforce_login_info(
+        self, audience: str, subject: str = "alice@example.com"
+    ) -> dict[str, str]:
+        """An ``external_account_authorized_user`` file, as ``gcloud auth login
+        --cred-file`` leaves it for a workforce provider ``audience``."""
+        provider = self._provider(audience)
+        refresh_token = "wf-emulated-" + secrets.token_urlsafe(32)
+        client_id = "wf-client-" + secrets.token_hex(6)
+        client_secret = "wf-secret-" + secrets.token_urlsafe(12)
+        self._state.federation.add_login(
+            refresh_token, WorkforceLogin(provider, subject, client_id, client_secret)
+        )
+        return {
+            "type": "external_account_authorized_user",
+            "audience": audience,
+            "refresh_token": refresh_token,
+            "token_url": f"{self.url}{STS_REFRESH_PATH}",
+            "token_info_url": f"{self.url}/v1/introspect",
+            "revoke_url": f"{self.url}/v1/oauthtoken:revoke",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "universe_domain": "googleapis.com",
+        }
+
     # -- tokens ----------------------------------------------------------------------
 
     def access_token_info(self, token: str) -> AccessTokenInfo | None:
@@ -659,6 +938,7 @@ class GoogleEmulator:
             query=request.query,
             connection=request.connection,
             started=time.monotonic(),
+            user_agent=request.headers.get("User-Agent"),
         )
         if service is not None:
             # What was asked, before any fault decides the answer.

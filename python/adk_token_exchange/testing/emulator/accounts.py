@@ -143,8 +143,27 @@ class Accounts:
             self._impersonation_grants.add((principal, target))
 
     def may_impersonate(self, chain: Sequence[str]) -> bool:
-        """Whether each principal of ``chain`` may impersonate the next one."""
+        """Whether each principal of ``chain`` may impersonate the next one.
+
+        A grant to ``principalSet://…/POOL/*`` covers every federated
+        ``principal://…/POOL/subject/…`` of that pool, as in IAM.
+        """
         with self._lock:
             if not self._impersonation_restricted:
                 return True
-            return all(pair in self._impersonation_grants for pair in itertools.pairwise(chain))
+            return all(
+                any(
+                    target == granted_target and _member_covers(member, caller)
+                    for member, granted_target in self._impersonation_grants
+                )
+                for caller, target in itertools.pairwise(chain)
+            )
+
+
+def _member_covers(member: str, principal: str) -> bool:
+    if member == principal:
+        return True
+    if member.startswith("principalSet://") and member.endswith("/*"):
+        pool = member.removeprefix("principalSet://").removesuffix("*")
+        return principal.startswith("principal://" + pool)
+    return False

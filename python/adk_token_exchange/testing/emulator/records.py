@@ -8,7 +8,7 @@ from typing import Literal
 
 __all__ = ["EndpointKind", "RequestLog", "RequestRecord"]
 
-EndpointKind = Literal["token", "metadata", "iam", "certs", "other"]
+EndpointKind = Literal["token", "metadata", "iam", "certs", "sts", "oidc", "aws", "other"]
 """What a request was for: the ``kind`` of the service that owns its path. Fault
 filters and :meth:`GoogleEmulator.count` use it; a new service adds its kind here."""
 
@@ -26,6 +26,9 @@ class RequestRecord:
     """Number of the TCP connection it arrived on (1-based, in accept order)."""
     started: float
     """``time.monotonic()`` at arrival."""
+    user_agent: str | None = None
+    """Who asked (``adk-token-exchange/…``, or google-auth inside ADK, which resolves
+    ADC for its own mTLS probe on every MCP connection)."""
     grant_type: str | None = None
     audience: str | None = None
     """Requested ID token audience (``target_audience``, ``audience``)."""

@@ -3,7 +3,7 @@
 A service owns some paths, says which of them issue tokens (those get the
 injected latency), describes a request for its record before any fault
 decides the answer, serves it, and knows its own error format for injected
-failures. Adding one (STS, IAP's keys, ``signJwt``) is a module with a
+failures. Adding one (IAP's keys, ``signJwt``) is a module with a
 :class:`Service` subclass, listed in ``SERVICES`` in ``__init__.py``.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .accounts import Accounts
+from .federation import Federation
 from .minting import CLOUD_PLATFORM_SCOPE, Mint
 from .records import EndpointKind, RequestRecord
 from .server import Request, Response
@@ -33,6 +34,8 @@ class GoogleState:
     mint: Mint
     metadata_scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,)
     """Scopes the metadata server's identity has (``.../default/scopes``)."""
+    federation: Federation = field(default_factory=Federation)
+    """Workload Identity Federation: pools, providers, outside identities."""
     url: str = ""
     """Origin of every endpoint, ``http://HOST:PORT``; set when the server binds."""
     certs_max_age: int = 19800
