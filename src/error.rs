@@ -52,6 +52,15 @@ pub enum Error {
     /// A bug or a panic inside the core; never expected.
     #[error("internal error in adk-token-exchange: {0}")]
     Internal(String),
+
+    /// A token presented to a verifier was refused: `reason` is a short
+    /// code (`expired`, `wrong_audience`, `unknown_key`, `not_allowed`, …),
+    /// `detail` says why in a sentence. Neither quotes the token.
+    #[error("token refused: {detail}")]
+    InvalidToken {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 /// Which Python exception class an error becomes (mapped in `python.rs`).
@@ -62,6 +71,8 @@ pub enum ErrorClass {
     Transient,
     Timeout,
     Permanent,
+    /// A presented token failed verification (the caller's fault, not Google's).
+    InvalidToken,
 }
 
 impl Error {
@@ -79,6 +90,15 @@ impl Error {
             Error::Rejected { .. } | Error::InvalidResponse { .. } | Error::Internal(_) => {
                 ErrorClass::Permanent
             }
+            Error::InvalidToken { .. } => ErrorClass::InvalidToken,
+        }
+    }
+
+    /// The short reason code of an [`Error::InvalidToken`].
+    pub fn rejection(&self) -> Option<&'static str> {
+        match self {
+            Error::InvalidToken { reason, .. } => Some(reason),
+            _ => None,
         }
     }
 }
@@ -123,10 +143,16 @@ pub fn google_error(body: &[u8]) -> (Option<String>, Option<String>) {
 
 /// One line, printable, at most 500 characters.
 fn clean(s: &str) -> String {
+    clean_to(s, 500)
+}
+
+/// One line, printable, at most `max` characters: how text that someone
+/// else wrote (Google's fields, a presented token's claims) enters a message.
+pub(crate) fn clean_to(s: &str, max: usize) -> String {
     let one_line: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(500)
+        .take(max)
         .collect();
     one_line.trim().to_owned()
 }

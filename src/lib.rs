@@ -3,6 +3,8 @@
 //! Layers, top to bottom (each uses only those below it):
 //! `bindings` (Python) → `credentials` → `adc`, `cache` → `sources` → `http`
 //! → `config`, `process`, `identity`, `request`, `token`, `error`.
+//! The server side, `verify` (checking tokens Google signed), sits beside
+//! `credentials` and uses `http`, `process`, `config`, `token` and `error`.
 //! Everything but `bindings` is plain Rust, testable with `cargo test`.
 
 pub mod adc;
@@ -19,6 +21,7 @@ pub mod sources;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod token;
+pub mod verify;
 
 use pyo3::prelude::*;
 
@@ -33,6 +36,8 @@ mod _native {
     };
     #[pymodule_export]
     use crate::bindings::exchanger::{ModelKey, ServiceAccountExchanger};
+    #[pymodule_export]
+    use crate::bindings::verifier::PyTokenVerifier;
     #[pymodule_export]
     use crate::bindings::{clear_cache, configure, reset_application_default};
 

@@ -4,7 +4,7 @@
 //! of bounded length. Oracle: no panic, each field ≤ 500 chars, no control chars.
 #![no_main]
 
-use _native::http::google_error;
+use _native::error::google_error;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,6 +15,7 @@ __all__ = [
     "SourceInfo",
     "Token",
     "TokenRequest",
+    "TokenVerifier",
     "__version__",
     "clear_cache",
     "configure",
@@ -279,3 +280,43 @@ def clear_cache() -> None:
 
 def reset_application_default() -> None:
     """Forget ADC resolutions (not tokens): discovery runs again on next use."""
+
+@final
+class TokenVerifier:
+    """Checks Google-signed tokens for one policy (``src/verify``); see
+    ``adk_token_exchange.server`` for the documented classes built on it."""
+
+    def __new__(
+        cls,
+        preset: Literal["google_id_token", "iap"],
+        audience: str | Sequence[str],
+        *,
+        leeway: float | None = None,
+        emails: Sequence[str] = ...,
+        domains: Sequence[str] = ...,
+        trusted_front: bool = False,
+        jwks_url: str | None = None,
+    ) -> TokenVerifier: ...
+    def verify(self, token: str) -> dict[str, Any]:
+        """The verified claims; blocks (GIL released) only while keys are fetched."""
+
+    def verify_async(self, token: str) -> Coroutine[dict[str, Any]]:
+        """A coroutine for the verified claims; never blocks the event loop."""
+
+    def cached_key_ids(self) -> list[str] | None:
+        """The cached signing keys' ids; never fetches."""
+
+    @property
+    def preset(self) -> Literal["google_id_token", "iap"]: ...
+    @property
+    def audiences(self) -> list[str]: ...
+    @property
+    def leeway(self) -> float: ...
+    @property
+    def trusted_front(self) -> bool: ...
+    @property
+    def jwks_url(self) -> str: ...
+    @property
+    def allowed_emails(self) -> list[str] | None: ...
+    @property
+    def allowed_domains(self) -> list[str] | None: ...

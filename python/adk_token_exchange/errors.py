@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "CredentialsNotFoundError",
+    "InvalidTokenError",
     "PermanentError",
     "TokenExchangeError",
     "TransientError",
@@ -46,3 +47,21 @@ class PermanentError(TokenExchangeError):
 
     On a 4xx the message carries Google's ``error`` and ``error_description``.
     """
+
+
+class InvalidTokenError(Exception):
+    """A token presented to a verifier (:mod:`adk_token_exchange.server`) was refused.
+
+    The caller's fault, not Google's: answer 401 (403 for ``not_allowed``).
+    ``reason`` is a short code: ``malformed``, ``algorithm``, ``unknown_key``,
+    ``bad_signature``, ``wrong_issuer``, ``wrong_audience``, ``expired``,
+    ``not_yet_valid``, ``not_allowed`` or ``signature_removed``. The message
+    says why in a sentence; neither ever quotes the token.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[InvalidTokenError], tuple[str, str]]:
+        return (type(self), (str(self), self.reason))

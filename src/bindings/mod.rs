@@ -3,7 +3,8 @@
 //!
 //! - [`awaitable`]: `Coroutine`, a real coroutine over core operations;
 //! - [`credentials`]: `Credentials`, `TokenRequest`, `Token`, `SourceInfo`;
-//! - [`exchanger`]: `ServiceAccountExchanger`, ADK's exchanger interface.
+//! - [`exchanger`]: `ServiceAccountExchanger`, ADK's exchanger interface;
+//! - [`verifier`]: `TokenVerifier`, the server side (checking Google's tokens).
 //!
 //! Rules kept here: a cached token is returned without an asyncio future or
 //! a trip through the runtime; every blocking wait releases the GIL; every
@@ -12,6 +13,7 @@
 pub mod awaitable;
 pub mod credentials;
 pub mod exchanger;
+pub mod verifier;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -27,6 +29,7 @@ pyo3::import_exception!(adk_token_exchange.errors, CredentialsNotFoundError);
 pyo3::import_exception!(adk_token_exchange.errors, TransientError);
 pyo3::import_exception!(adk_token_exchange.errors, UpstreamTimeoutError);
 pyo3::import_exception!(adk_token_exchange.errors, PermanentError);
+pyo3::import_exception!(adk_token_exchange.errors, InvalidTokenError);
 
 /// The one mapping from the core's errors to Python exception classes.
 impl From<Error> for PyErr {
@@ -38,6 +41,9 @@ impl From<Error> for PyErr {
             ErrorClass::Transient => TransientError::new_err(message),
             ErrorClass::Timeout => UpstreamTimeoutError::new_err(message),
             ErrorClass::Permanent => PermanentError::new_err(message),
+            ErrorClass::InvalidToken => {
+                InvalidTokenError::new_err((message, error.rejection().unwrap_or("invalid")))
+            }
         }
     }
 }
@@ -146,6 +152,13 @@ mod tests {
                         detail: "d".into(),
                     },
                     "PermanentError",
+                ),
+                (
+                    Error::InvalidToken {
+                        reason: "expired",
+                        detail: "expired 5 s ago".into(),
+                    },
+                    "InvalidTokenError",
                 ),
             ];
             for (error, class) in cases {

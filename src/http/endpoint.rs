@@ -20,6 +20,12 @@
 //!
 //! A refusal is a configuration error naming the field and the file, and it
 //! never quotes the URL's user name or password.
+//!
+//! Key sets (the verifier's JWKS URLs, [`key_set_endpoint`]) follow the same
+//! rule with one more Google host, `www.gstatic.com`, where IAP publishes its
+//! keys. Nothing secret goes there, but whoever serves the keys decides
+//! which tokens pass, so an override may name only Google, loopback (the
+//! emulator) or a host trusted through the variable.
 
 use std::net::IpAddr;
 
@@ -34,6 +40,12 @@ pub const TRUSTED_HOSTS_VAR: &str = "ADK_TOKEN_EXCHANGE_TRUSTED_HOSTS";
 
 /// Google hosts outside `googleapis.com` that receive credentials.
 const GOOGLE_HOSTS: &[&str] = &["accounts.google.com"];
+
+/// Google hosts outside `googleapis.com` that serve token signing keys:
+/// IAP's (<https://cloud.google.com/iap/docs/signed-headers-howto>). Kept
+/// apart from [`GOOGLE_HOSTS`]: a static-content host has no business
+/// receiving credentials.
+const KEY_SET_HOSTS: &[&str] = &["www.gstatic.com"];
 
 /// True when `url`'s host is loopback: 127.0.0.0/8, ::1 or `localhost`.
 pub fn is_loopback(url: &Url) -> bool {
@@ -105,6 +117,25 @@ pub fn credential_endpoint(raw: &str, what: &str, universe_domain: &str) -> Resu
          (a proxy, a Private Service Connect name), add it to {TRUSTED_HOSTS_VAR} \
          (comma-separated, `*.example.com` for subdomains); otherwise fix the file"
     )))
+}
+
+/// A URL that publishes token signing keys (a JWKS): https (http for
+/// loopback), and Google's (`*.googleapis.com`, `accounts.google.com`,
+/// `www.gstatic.com`), loopback, or trusted through [`TRUSTED_HOSTS_VAR`].
+pub fn key_set_endpoint(raw: &str, what: &str) -> Result<Url> {
+    let url = secure_endpoint(raw, what)?;
+    let host = normalize(url.host_str().unwrap_or_default());
+    if KEY_SET_HOSTS.contains(&host.as_str()) {
+        return Ok(url);
+    }
+    credential_endpoint(raw, what, GOOGLE_UNIVERSE).map_err(|_| {
+        Error::Config(format!(
+            "{what}: host {host:?} is not Google's, so its keys would decide which tokens pass. \
+             Signing keys are read only from Google (www.googleapis.com, www.gstatic.com, \
+             accounts.google.com) or loopback. For your own mirror, add the host to \
+             {TRUSTED_HOSTS_VAR} (comma-separated, `*.example.com` for subdomains)"
+        ))
+    })
 }
 
 /// Google's own hosts for credentials, in `universe_domain`.
@@ -207,6 +238,27 @@ mod tests {
         );
         assert!(credential_endpoint("https://oauth2.googleapis.com/token", "f", other).is_ok());
         assert!(credential_endpoint("https://example-universe.com.evil/t", "f", other).is_err());
+    }
+
+    #[test]
+    fn key_sets_come_from_google_gstatic_or_loopback_only() {
+        for ok in [
+            "https://www.googleapis.com/oauth2/v3/certs",
+            "https://www.gstatic.com/iap/verify/public_key-jwk",
+            "http://127.0.0.1:8080/oauth2/v3/certs",
+        ] {
+            assert!(key_set_endpoint(ok, "jwks_url").is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://keys.attacker.example/jwks",
+            "https://www.gstatic.com.evil/jwks",
+            "http://www.gstatic.com/iap/verify/public_key-jwk",
+        ] {
+            let e = key_set_endpoint(bad, "jwks_url").unwrap_err().to_string();
+            assert!(e.starts_with("jwks_url"), "{e}");
+        }
+        // gstatic serves keys; it never receives a credential.
+        assert!(credential_endpoint("https://www.gstatic.com/t", "f", GOOGLE_UNIVERSE).is_err());
     }
 
     #[test]

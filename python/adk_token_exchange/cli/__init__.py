@@ -5,11 +5,14 @@ print-identity-token`` does, but through the same Rust core and credential
 chain an agent uses. ``doctor`` explains which credential Application Default
 Credentials found, what the minted token says about itself, and, with
 ``--probe``, why a service accepts or rejects it: the questions behind
-google/adk-python#4458. ``demo`` runs a real ADK agent against a local,
-Cloud-Run-like MCP server, first with ADK's own exchanger, then with ours.
+google/adk-python#4458. ``verify`` checks a token as a service would
+(:mod:`adk_token_exchange.server`) and prints the verdict and the claims.
+``demo`` runs a real ADK agent against a local, Cloud-Run-like MCP server,
+first with ADK's own exchanger, then with ours.
 
-Exit codes: 0 ok, 1 token or credential error, 2 usage. Output never contains a
-token (except the one ``id-token``/``access-token`` were asked to print), a
+Exit codes: 0 ok, 1 token or credential error (or a refused token), 2 usage.
+Output never contains a token (except the one ``id-token``/``access-token``
+were asked to print), a
 private key, a refresh token or a client secret.
 """
 
@@ -26,6 +29,7 @@ from ._common import EXIT_OK, EXIT_TOKEN_ERROR, EXIT_USAGE, error_dict
 from .doctor import cmd_doctor
 from .parser import build_parser
 from .tokens import cmd_access_token, cmd_id_token
+from .verify import cmd_verify
 
 __all__ = ["EXIT_OK", "EXIT_TOKEN_ERROR", "EXIT_USAGE", "main"]
 
@@ -41,6 +45,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "id-token": cmd_id_token,
     "access-token": cmd_access_token,
     "doctor": cmd_doctor,
+    "verify": cmd_verify,
     "demo": _cmd_demo,
 }
 

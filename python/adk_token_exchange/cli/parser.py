@@ -95,6 +95,44 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"probe timeout (default {PROBE_TIMEOUT_SECONDS:g})",
     )
 
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="check a token as a service would: verdict and claims (never the token)",
+        description="Verify a Google-signed ID token (or, with --iap, an IAP assertion)"
+        " against Google's published keys, as adk_token_exchange.server does in a service."
+        " Exit 0 if valid, 1 if refused.",
+    )
+    verify.add_argument(
+        "token",
+        metavar="TOKEN",
+        help="the token, or - to read it from stdin (an argument shows in ps and shell history)",
+    )
+    verify.add_argument(
+        "--audience",
+        required=True,
+        action="append",
+        metavar="AUD",
+        help="the service's audience (repeatable); a URL also accepts its origin unless --exact",
+    )
+    verify.add_argument("--iap", action="store_true", help="an x-goog-iap-jwt-assertion (ES256)")
+    verify.add_argument(
+        "--email", action="append", metavar="EMAIL", help="allowed caller (repeatable)"
+    )
+    verify.add_argument(
+        "--domain", action="append", metavar="DOMAIN", help="allowed Workspace domain, by hd"
+    )
+    verify.add_argument("--leeway", type=float, metavar="SECONDS", help="clock skew (default 10)")
+    verify.add_argument(
+        "--trusted-front",
+        action="store_true",
+        help="accept a token Cloud Run verified and stripped (SIGNATURE_REMOVED_BY_GOOGLE)",
+    )
+    verify.add_argument(
+        "--exact", action="store_true", help="accept a URL --audience verbatim only"
+    )
+    verify.add_argument("--jwks-url", metavar="URL", help="another key set (e.g. the emulator's)")
+
     commands.add_parser(
         "demo",
         parents=[common],

@@ -10,6 +10,8 @@ impersonation URL at it. One module per Google service:
 - :mod:`.metadata`: ``/`` and ``/computeMetadata/v1/...``;
 - :mod:`.iam`: IAM Credentials ``generateAccessToken`` / ``generateIdToken``;
 - :mod:`.certs`: ``/oauth2/v3/certs`` (JWK set) and ``/oauth2/v1/certs`` (PEM map);
+- :mod:`.iap`: IAP's key set ``/iap/verify/public_key-jwk`` (ES256); the
+  assertions IAP adds to requests come from :meth:`GoogleEmulator.issue_iap_assertion`;
 - :mod:`.sts`: STS ``/v1/token`` (Workload Identity Federation's RFC 8693
   exchange) and ``/v1/oauth/token`` (workforce logins);
 
@@ -78,8 +80,16 @@ from .federation import (
     WorkforceLogin,
 )
 from .iam import IAM_PATH, IamCredentials
+from .iap import IAP_JWKS_PATH, IapKeys
 from .metadata import MetadataServer
-from .minting import CLOUD_PLATFORM_SCOPE, GOOGLE_ISSUER, AccessTokenInfo, InvalidIdToken, Mint
+from .minting import (
+    CLOUD_PLATFORM_SCOPE,
+    GOOGLE_ISSUER,
+    IAP_ISSUER,
+    AccessTokenInfo,
+    InvalidIdToken,
+    Mint,
+)
 from .oauth import (
     ADC_LOGIN_SCOPES,
     GCLOUD_ADC_CLIENT_ID,
@@ -101,6 +111,7 @@ __all__ = [
     "GCLOUD_CLIENT_ID",
     "GITHUB_SUBJECT",
     "GOOGLE_ISSUER",
+    "IAP_ISSUER",
     "JWT_TOKEN_TYPE",
     "SERVICES",
     "AccessTokenInfo",
@@ -118,6 +129,7 @@ SERVICES: tuple[type[Service], ...] = (
     MetadataServer,
     IamCredentials,
     Certs,
+    IapKeys,
     SecurityTokenService,
     ExternalOidcIssuer,
     AwsInstanceMetadata,
@@ -315,6 +327,20 @@ class GoogleEmulator:
     def jwks_url(self) -> str:
         """JWK set of the ID token signing key."""
         return f"{self.url}{JWKS_PATH}"
+
+    @property
+    def iap_jwks_url(self) -> str:
+        """JWK set of IAP's assertion signing key (ES256)."""
+        return f"{self.url}{IAP_JWKS_PATH}"
+
+    @property
+    def certs_max_age(self) -> int:
+        """``Cache-Control: max-age`` sent with every key set (default 19800, Google's)."""
+        return self._state.certs_max_age
+
+    @certs_max_age.setter
+    def certs_max_age(self, seconds: int) -> None:
+        self._state.certs_max_age = seconds
 
     def iam_url(self, email: str, method: str = "generateAccessToken") -> str:
         """IAM Credentials URL for ``email`` (``generateAccessToken`` or ``generateIdToken``)."""
@@ -770,6 +796,45 @@ class GoogleEmulator:
         """The ID token signing keys by ``kid`` (what the certs endpoints publish)."""
         return self._state.mint.public_keys()
 
+    def rotate_signing_key(self, *, keep_previous: bool = True) -> str:
+        """Sign ID tokens with a new key from now on; returns its ``kid``.
+
+        With ``keep_previous`` the old key stays in the key sets (as Google
+        keeps it while tokens it signed live); without, it is gone at once.
+        """
+        return self._state.mint.rotate_signing_key(keep_previous=keep_previous)
+
+    def issue_iap_assertion(
+        self,
+        audience: str,
+        *,
+        email: str = "user@example.com",
+        lifetime: float = 600,
+        claims: Mapping[str, Any] | None = None,
+    ) -> str:
+        """An ``x-goog-iap-jwt-assertion`` as IAP adds it to a request it let through.
+
+        Args:
+            audience: ``/projects/NUMBER/global/backendServices/ID`` or
+                ``/projects/NUMBER/apps/PROJECT_ID``.
+            email: The signed-in user (``sub`` is derived from it); a
+                Workspace user's domain goes in ``claims={"hd": ...}``.
+            lifetime: Seconds until ``exp`` (IAP's are about 10 minutes).
+            claims: Extra or overriding claims.
+        """
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "aud": audience,
+            "email": email,
+            "exp": int(now + lifetime),
+            "iat": now,
+            "iss": IAP_ISSUER,
+            "sub": f"accounts.google.com:{numeric_id(email)}",
+            "identity_source": "GOOGLE",
+        }
+        payload.update(claims or {})
+        return self._state.mint.sign_iap_assertion(payload)
+
     def verify_id_token(
         self, token: str, audience: str | Sequence[str] | None = None
     ) -> dict[str, Any]:
@@ -830,7 +895,11 @@ class GoogleEmulator:
         self.set_latency(seconds)
 
     def set_latency(self, seconds: float, *, endpoint: EndpointKind | None = None) -> None:
-        """Delay token-issuing responses of one endpoint kind (or all, with ``None``)."""
+        """Delay token-issuing responses of one endpoint kind (or all, with ``None``).
+
+        Naming ``endpoint="certs"`` delays the key sets too (a slow JWKS for
+        a verifier's cold fetch); latency for all kinds never does.
+        """
         self._faults.set_latency(seconds, endpoint)
 
     def clear_faults(self) -> None:
@@ -880,8 +949,12 @@ class GoogleEmulator:
         if fault is not None and fault.action == "hang":
             self._stopping.wait()
             return None
-        if service is not None and service.issues_tokens(request.path):
-            delay = self._faults.latency(kind)
+        if service is not None:
+            delay = (
+                self._faults.latency(kind)
+                if service.issues_tokens(request.path)
+                else self._faults.own_latency(kind)
+            )
             if delay > 0 and self._stopping.wait(delay):
                 return None
         if fault is not None:

@@ -63,6 +63,11 @@ class FaultPlan:
         with self._lock:
             return self._latency.get(kind, self._latency.get(None, 0.0))
 
+    def own_latency(self, kind: EndpointKind) -> float:
+        """The delay set for ``kind`` by name (not the one for every kind), else 0."""
+        with self._lock:
+            return self._latency.get(kind, 0.0)
+
     def clear(self) -> None:
         """Drop pending faults and latency."""
         with self._lock:

@@ -1,4 +1,5 @@
-"""RSA keys for the emulator: a small per-process pool, since 2048-bit generation is slow."""
+"""Keys for the emulator: RSA from a small per-process pool (2048-bit generation is
+slow), and the JWK forms of RSA and P-256 public keys."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import threading
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 __all__ = [
     "certificate_pem",
+    "ec_jwk",
     "fresh_key",
     "jwk",
     "pooled_key",
@@ -91,4 +93,22 @@ def jwk(key: rsa.RSAPublicKey, kid: str) -> dict[str, str]:
         "kid": kid,
         "n": _b64url_uint(numbers.n),
         "e": _b64url_uint(numbers.e),
+    }
+
+
+def ec_jwk(key: ec.EllipticCurvePublicKey, kid: str) -> dict[str, str]:
+    """RFC 7517 JSON Web Key of a P-256 key, the entry format of IAP's ``public_key-jwk``."""
+    numbers = key.public_numbers()
+
+    def coordinate(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode("ascii")
+
+    return {
+        "kty": "EC",
+        "alg": "ES256",
+        "use": "sig",
+        "crv": "P-256",
+        "kid": kid,
+        "x": coordinate(numbers.x),
+        "y": coordinate(numbers.y),
     }

@@ -1,5 +1,6 @@
-"""Tokens the emulated Google issues: opaque access tokens it remembers, and ID tokens
-signed with its own "Google" key, which it can also verify as a protected service would."""
+"""Tokens the emulated Google issues: opaque access tokens it remembers, ID tokens
+signed with its own "Google" key (which it can rotate, and verify as a protected
+service would), and IAP's ES256 assertions."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from . import keys
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
     "GOOGLE_ISSUER",
+    "IAP_ISSUER",
     "AccessTokenInfo",
     "InvalidIdToken",
     "Mint",
@@ -27,6 +29,8 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 """The scope IAM Credentials (and most Google APIs) require."""
 GOOGLE_ISSUER = "https://accounts.google.com"
 """``iss`` of every Google-signed ID token."""
+IAP_ISSUER = "https://cloud.google.com/iap"
+"""``iss`` of IAP's signed header ``x-goog-iap-jwt-assertion``."""
 
 
 class InvalidIdToken(Exception):
@@ -75,7 +79,11 @@ class Mint:
         self._signing_key = keys.pooled_key(0)
         self._signing_kid = secrets.token_hex(20)
         self._signing_cert: str | None = None
+        self._previous: tuple[str, rsa.RSAPrivateKey] | None = None
+        self._rotations = 0
         self._access_tokens: dict[str, AccessTokenInfo] = {}
+        self._iap_key: ec.EllipticCurvePrivateKey | None = None
+        self._iap_kid = secrets.token_hex(8)
 
     # -- access tokens ---------------------------------------------------------------
 
@@ -130,8 +138,29 @@ class Mint:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """An RS256 JWT of ``claims``, signed with the "Google" key."""
+        with self._lock:
+            key, kid = self._signing_key, self._signing_kid
+        return jwt.encode(dict(claims), key, algorithm="RS256", headers={"kid": kid})
+
+    # -- IAP assertions --------------------------------------------------------------
+
+    def _iap_signing_key(self) -> ec.EllipticCurvePrivateKey:
+        with self._lock:
+            if self._iap_key is None:
+                self._iap_key = ec.generate_private_key(ec.SECP256R1())
+            return self._iap_key
+
+    def iap_public_keys(self) -> dict[str, ec.EllipticCurvePublicKey]:
+        """IAP's signing keys by ``kid`` (what ``/iap/verify/public_key-jwk`` publishes)."""
+        return {self._iap_kid: self._iap_signing_key().public_key()}
+
+    def sign_iap_assertion(self, claims: Mapping[str, Any]) -> str:
+        """An ES256 JWT of ``claims``, signed with the "IAP" key, as IAP's header carries it."""
         return jwt.encode(
-            dict(claims), self._signing_key, algorithm="RS256", headers={"kid": self._signing_kid}
+            dict(claims),
+            self._iap_signing_key(),
+            algorithm="ES256",
+            headers={"kid": self._iap_kid, "typ": "JWT"},
         )
 
     @property
@@ -140,8 +169,28 @@ class Mint:
         return self._signing_kid
 
     def public_keys(self) -> dict[str, rsa.RSAPublicKey]:
-        """The ID token signing keys by ``kid`` (what the certs endpoints publish)."""
-        return {self._signing_kid: self._signing_key.public_key()}
+        """The ID token signing keys by ``kid`` (what the certs endpoints publish):
+        the current one, and the one before it while it is kept."""
+        with self._lock:
+            published = {self._signing_kid: self._signing_key.public_key()}
+            if self._previous is not None:
+                published[self._previous[0]] = self._previous[1].public_key()
+            return published
+
+    def rotate_signing_key(self, *, keep_previous: bool = True) -> str:
+        """Sign with a new key from now on, as Google rotates its keys; returns its ``kid``.
+
+        With ``keep_previous`` the old key stays published (Google keeps it until
+        the tokens it signed have expired); without, it disappears at once.
+        """
+        with self._lock:
+            self._rotations += 1
+            old = (self._signing_kid, self._signing_key)
+            self._previous = old if keep_previous else None
+            self._signing_key = keys.pooled_key(self._rotations)
+            self._signing_kid = secrets.token_hex(20)
+            self._signing_cert = None
+            return self._signing_kid
 
     def signing_certificate(self) -> str:
         """The signing key's self-signed X.509 certificate (PEM), made once."""

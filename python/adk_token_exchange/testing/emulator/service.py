@@ -38,6 +38,8 @@ class GoogleState:
     """Workload Identity Federation: pools, providers, outside identities."""
     url: str = ""
     """Origin of every endpoint, ``http://HOST:PORT``; set when the server binds."""
+    certs_max_age: int = 19800
+    """``Cache-Control: max-age`` of the key sets (Google's is about 5.5 h)."""
     internal_errors: list[BaseException] = field(default_factory=list)
 
 
