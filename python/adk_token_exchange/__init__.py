@@ -31,6 +31,7 @@ from ._request import CLOUD_PLATFORM
 from .errors import (
     ConfigurationError,
     CredentialsNotFoundError,
+    InvalidTokenError,
     PermanentError,
     TokenExchangeError,
     TransientError,
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "CredentialsNotFoundError",
     "IdTokenAuth",
+    "InvalidTokenError",
     "PermanentError",
     "ServiceAccountExchanger",
     "TokenExchangeError",
