@@ -42,6 +42,7 @@ use zeroize::Zeroizing;
 use crate::cache::CachedSource;
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
+use crate::sources::agent_identity::{self, AgentIdentity};
 use crate::sources::authorized_user::AuthorizedUser;
 use crate::sources::impersonated::{ImpersonatedServiceAccount, Impersonation};
 use crate::sources::metadata::{self, MetadataServer};
@@ -119,7 +120,17 @@ pub async fn application_default(impersonation: Option<Impersonation>) -> Result
                 "metadata server at {ip}: found; tokens from {}",
                 md.base_url()
             ));
-            let source = with_impersonation(Arc::new(md), impersonation)?;
+            let source: Arc<dyn TokenSource> = match (impersonation, agent_identity::detected()) {
+                // Agent Identity: ID tokens as the invoker account (an explicit
+                // impersonation wins); see sources/agent_identity.rs.
+                (None, Some(why)) => {
+                    let ai =
+                        AgentIdentity::new(Arc::new(md), agent_identity::invoker_from_env(), why)?;
+                    steps.push(ai.step());
+                    Arc::new(ai)
+                }
+                (impersonation, _) => with_impersonation(Arc::new(md), impersonation)?,
+            };
             Ok(Found { source, steps })
         }
         Err(why) => {

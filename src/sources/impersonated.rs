@@ -42,8 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::Url;
 
 use super::{
-    access_token_until, id_token_from_json, invalid, optional, required, universe_of, BoxFuture,
-    CredentialFile, ResponseFields, SourceDescription, SourceKind, TokenSource,
+    access_token_until, id_token_from_json, invalid, optional, required, signed_jwt, universe_of,
+    BoxFuture, CredentialFile, ResponseFields, SourceDescription, SourceKind, TokenSource,
 };
 use crate::error::{self, Error, Result};
 use crate::http::endpoint::GOOGLE_UNIVERSE;
@@ -257,6 +257,13 @@ impl ImpersonatedServiceAccount {
                 self.method_url("generateIdToken"),
                 serde_json::json!({"audience": audience, "includeEmail": true, "delegates": self.delegates}),
             ),
+            TokenRequest::SignedJwt { audience } => {
+                let claims = signed_jwt::Claims::new(&self.target, audience, SystemTime::now());
+                (
+                    self.method_url("signJwt"),
+                    serde_json::json!({"payload": claims.to_json()?, "delegates": self.delegates}),
+                )
+            }
         };
         let endpoint = http::endpoint_label(&url);
         let json =
@@ -286,6 +293,12 @@ impl ImpersonatedServiceAccount {
                 &reply.body,
                 "token",
                 "no `token` in the response",
+            ),
+            TokenRequest::SignedJwt { .. } => id_token_from_json(
+                &endpoint,
+                &reply.body,
+                "signedJwt",
+                "no `signedJwt` in the response",
             ),
         }
     }
