@@ -704,6 +704,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn signed_jwt_asks_iam_sign_jwt_for_the_targets_claims() {
+        let jwt = jwt_expiring_in(3600);
+        let server = Server::always(Answer::json(
+            200,
+            format!(r#"{{"keyId":"k","signedJwt":"{jwt}"}}"#),
+        ))
+        .await;
+        let src = impersonating(&server, "target@p.iam.gserviceaccount.com", &[]);
+        let t = src
+            .fetch(&TokenRequest::signed_jwt("https://iap.example.com/*").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(t.value.expose(), jwt);
+        let seen = server.seen();
+        assert!(seen[0]
+            .target
+            .ends_with("target@p.iam.gserviceaccount.com:signJwt"));
+        assert_eq!(seen[0].header("authorization"), Some("Bearer ya29.caller"));
+        let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+        let claims: signed_jwt::Claims =
+            serde_json::from_str(body["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.iss, "target@p.iam.gserviceaccount.com");
+        assert_eq!(claims.sub, claims.iss);
+        assert_eq!(claims.aud, "https://iap.example.com/*");
+        assert_eq!(claims.exp - claims.iat, 3600);
+    }
+
+    #[tokio::test]
     async fn permission_denied_says_which_role_to_grant_to_whom() {
         let server = Server::always(Answer::json(
             403,

@@ -196,6 +196,19 @@ mod tests {
     use crate::testing::{jwt_expiring_in, Answer, Server};
     use crate::token::TokenKind;
 
+    #[tokio::test]
+    async fn a_signed_jwt_is_refused_without_a_request_and_says_to_impersonate() {
+        let server = Server::always(metadata_answer("unused")).await;
+        let md = MetadataServer::new(server.base.trim_start_matches("http://")).unwrap();
+        let e = md
+            .fetch(&TokenRequest::signed_jwt("https://iap.example.com/*").unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(e.to_string().contains("impersonate="), "{e}");
+        assert!(server.seen().is_empty());
+    }
+
     fn metadata_answer(body: impl Into<String>) -> Answer {
         Answer::json(200, body).with_header(FLAVOR_HEADER, FLAVOR_VALUE)
     }

@@ -335,6 +335,33 @@ mod tests {
         assert_eq!(claims.scope, None);
     }
 
+    #[tokio::test]
+    async fn a_signed_jwt_is_signed_with_the_key_without_any_request() {
+        // A token_uri nobody listens on: signing must not call it.
+        let k = ServiceAccountKey::from_json(
+            &key_json(
+                "agent@proj.iam.gserviceaccount.com",
+                PKCS1_PEM,
+                "http://127.0.0.1:9/token",
+            ),
+            "key.json",
+        )
+        .unwrap();
+        let t = k
+            .fetch(&TokenRequest::signed_jwt("https://iap.example.com/*").unwrap())
+            .await
+            .unwrap();
+        let dk = jsonwebtoken::DecodingKey::from_rsa_pem(PKCS1_PUB_PEM.as_bytes()).unwrap();
+        let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+        v.set_audience(&["https://iap.example.com/*"]);
+        let data = jsonwebtoken::decode::<signed_jwt::Claims>(t.value.expose(), &dk, &v).unwrap();
+        assert_eq!(data.claims.iss, "agent@proj.iam.gserviceaccount.com");
+        assert_eq!(data.claims.sub, data.claims.iss);
+        assert_eq!(data.header.kid.as_deref(), Some("test-key-id"));
+        assert_eq!(t.kind, TokenKind::Id);
+        assert!(t.remaining(SystemTime::now()) > Duration::from_secs(3590));
+    }
+
     #[test]
     fn assertion_audience_is_the_files_token_uri() {
         let k = key("http://127.0.0.1:9999/token");
