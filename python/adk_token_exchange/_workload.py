@@ -73,8 +73,8 @@ def adk_mtls_override() -> str | None:
     except ImportError:
         return None
     try:
-        use = _mtls_helper.check_use_client_cert()
-        has_cert = mtls.has_default_client_cert_source()
+        use = bool(_mtls_helper.check_use_client_cert())  # type: ignore[no-untyped-call]
+        has_cert = bool(mtls.has_default_client_cert_source())  # type: ignore[no-untyped-call]
     except Exception:  # google-auth's discovery failing is not ours to report
         return None
     if not (use and has_cert):
