@@ -209,7 +209,9 @@ def access_token_credential(
 ) -> AuthCredential:
     """An ADK credential that becomes an OAuth2 access token for ``scopes``.
 
-    For Google APIs and OpenAPI tools that take access tokens. Arguments as in
+    For Google APIs and OpenAPI tools that take access tokens, and for a remote
+    agent on Agent Engine (a Google API; a Cloud Run target wants
+    :func:`id_token_credential`). Arguments as in
     :func:`id_token_credential`; calls :func:`install`. When the credential
     carries a quota project, requests also send ``x-goog-user-project``.
 

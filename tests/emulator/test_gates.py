@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import jwt
@@ -117,3 +118,20 @@ def test_sign_jwt_refuses_an_exp_more_than_twelve_hours_ahead(emulator: GoogleEm
 
     assert reply.status_code == 400
     assert reply.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_google_auths_fetch_id_token_passes_the_iap_gate_for_its_client_id(
+    emulator: GoogleEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import google.auth.transport.requests
+    from google.oauth2 import id_token
+
+    path = emulator.write_json(tmp_path, "key.json", emulator.service_account_info())
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
+    token = id_token.fetch_id_token(google.auth.transport.requests.Request(), DEFAULT_IAP_CLIENT_ID)
+    with IapProtectedMcpServer(emulator) as server:
+        httpx.post(
+            server.url, json={}, headers={**NO_STREAM, "Proxy-Authorization": f"Bearer {token}"}
+        )
+
+        assert server.decisions[0].accepted, server.decisions[0].reason
