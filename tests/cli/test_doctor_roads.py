@@ -14,6 +14,7 @@ from pathlib import Path
 
 from adk_token_exchange.testing import GoogleEmulator
 from adk_token_exchange.testing.iap import DEFAULT_IAP_CLIENT_ID, IapProtectedMcpServer
+from support.workload import client_certificate_config
 
 INVOKER = "mcp-invoker@emulated-project.iam.gserviceaccount.com"
 
@@ -78,14 +79,7 @@ def test_doctor_with_an_invoker_mints_the_id_token_as_it(
 def test_doctor_reports_adks_mtls_override_and_the_variable_to_set(
     emulator: GoogleEmulator, tmp_path: Path
 ) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
-    key.write_text("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
-    config = emulator.write_json(
-        tmp_path,
-        "certificate_config.json",
-        {"cert_configs": {"workload": {"cert_path": str(cert), "key_path": str(key)}}},
-    )
+    config = client_certificate_config(tmp_path)
     env = metadata_env(emulator, GOOGLE_API_CERTIFICATE_CONFIG=str(config))
 
     report = json.loads(doctor("--json", env=env).stdout)

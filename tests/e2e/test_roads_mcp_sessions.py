@@ -22,6 +22,7 @@ from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnecti
 from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
 from support.adk import ISSUE_4458_SCHEME as SCHEME
 from support.agents import greeting, mcp_agent, run_turns
+from support.workload import client_certificate_config
 
 LIFETIME = 3
 TURNS = 10
@@ -143,14 +144,7 @@ def test_http_client_factory_warns_once_when_adk_would_replace_it_with_mtls(
     # for its own mTLS transport (mcp_session_manager._get_mtls_transport).
     from adk_token_exchange import _workload
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
-    key.write_text("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
-    config = emulator.write_json(
-        tmp_path,
-        "certificate_config.json",
-        {"cert_configs": {"workload": {"cert_path": str(cert), "key_path": str(key)}}},
-    )
+    config = client_certificate_config(tmp_path)
     monkeypatch.setenv("GOOGLE_API_CERTIFICATE_CONFIG", str(config))
     monkeypatch.delenv("GOOGLE_API_USE_CLIENT_CERTIFICATE", raising=False)
     monkeypatch.setattr(_workload, "_warned", type(_workload._warned)())

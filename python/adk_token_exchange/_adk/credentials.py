@@ -40,18 +40,13 @@ def id_token_credential(
     header: str = "Authorization",
 ) -> AuthCredential:
     """See :func:`adk_token_exchange.id_token_credential`."""
-    if not isinstance(audience, str) or not audience.strip():
-        raise errors.ConfigurationError(
-            "audience is required: the URL of the receiving service"
-            " (e.g. 'https://my-service-xyz.a.run.app')"
-        )
+    _required(
+        audience,
+        "audience is required: the URL of the receiving service"
+        " (e.g. 'https://my-service-xyz.a.run.app')",
+    )
     aud = audience if exact else origin_of(audience)
-    fields: dict[str, Any] = {"use_id_token": True, "audience": aud, **_header_field(header)}
-    if SCOPES_REQUIRED:
-        fields["scopes"] = []
-    sa = _service_account(service_account_key, impersonate, delegates, fields)
-    install()
-    return AuthCredential(auth_type=SERVICE_ACCOUNT, service_account=sa)
+    return _identity_credential(aud, {}, header, service_account_key, impersonate, delegates)
 
 
 def iap_jwt_credential(
@@ -66,14 +61,30 @@ def iap_jwt_credential(
     """See :func:`adk_token_exchange.iap_jwt_credential`."""
     from ..httpx_auth import iap_jwt_audience
 
-    if not isinstance(url, str) or not url.strip():
-        raise errors.ConfigurationError(
-            "url is required: the IAP-protected resource (e.g. 'https://app.example.com')"
-        )
+    _required(url, "url is required: the IAP-protected resource (e.g. 'https://app.example.com')")
+    aud = iap_jwt_audience(url, exact=exact)
+    signed = {"signed_jwt": True}
+    return _identity_credential(aud, signed, header, service_account_key, impersonate, delegates)
+
+
+def _required(value: Any, message: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise errors.ConfigurationError(message)
+
+
+def _identity_credential(
+    audience: str,
+    extra: dict[str, Any],
+    header: str,
+    service_account_key: Any,
+    impersonate: str | Sequence[str] | None,
+    delegates: Sequence[str],
+) -> AuthCredential:
+    """ADK's ``ServiceAccount(use_id_token=True, audience=...)`` plus our extras; installs."""
     fields: dict[str, Any] = {
         "use_id_token": True,
-        "audience": iap_jwt_audience(url, exact=exact),
-        "signed_jwt": True,
+        "audience": audience,
+        **extra,
         **_header_field(header),
     }
     if SCOPES_REQUIRED:

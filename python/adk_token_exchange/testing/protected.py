@@ -374,12 +374,16 @@ class ProtectedMcpServer(_ProtectedServer):
         """The ``aud`` Cloud Run expects: the service URL's origin."""
         return self.origin
 
-    def _build_app(self) -> _ASGIApp:
+    def _inner_app(self) -> _ASGIApp:
+        """The service behind the gate: the MCP app, its sessions counted."""
         app = build_mcp_app(
             self._name, stateless=self._stateless, json_response=self._json_response
         )
+        return self.sessions.wrap(app)
+
+    def _build_app(self) -> _ASGIApp:
         return _BearerGate(
-            self.app.wrap(self.sessions.wrap(app)),
+            self.app.wrap(self._inner_app()),
             self._verify,
             self._record,
             token_headers=self._token_headers,

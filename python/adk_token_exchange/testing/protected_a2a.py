@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .emulator import GoogleEmulator
-from .protected import ProtectedMcpServer, _ASGIApp, _BearerGate
+from .protected import ProtectedMcpServer, _ASGIApp
 
 __all__ = ["AGENT_CARD_PATH", "ProtectedA2aServer"]
 
@@ -64,14 +64,8 @@ class ProtectedA2aServer(ProtectedMcpServer):
         """The agent card's URL."""
         return f"{self.origin}{AGENT_CARD_PATH}"
 
-    def _build_app(self) -> _ASGIApp:
+    def _inner_app(self) -> _ASGIApp:
         from google.adk.a2a.utils.agent_to_a2a import to_a2a
 
         app: _ASGIApp = to_a2a(self.agent, host="127.0.0.1", port=self.port)
-        return _BearerGate(
-            self.app.wrap(app),
-            self._verify,
-            self._record,
-            token_headers=self._token_headers,
-            strip_signature=self._strip_signature,
-        )
+        return app
