@@ -23,7 +23,7 @@ from adk_token_exchange.testing import GoogleEmulator
 from adk_token_exchange.testing.scripted_llm import ANSWER_PREFIX, ScriptedLlm
 from google.adk.agents.llm_agent import LlmAgent
 from support.adk import ISSUE_4458_SCHEME as SCHEME
-from support.agents import run_turns
+from support.agents import run_turns, uninstall_after_each_test  # noqa: F401
 
 pytest.importorskip("a2a", reason="the a2a SDK is not installed (pip install 'google-adk[a2a]')")
 

@@ -28,7 +28,7 @@ from adk_token_exchange.testing.protected import SIGNATURE_REMOVED
 from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnectionParams
 from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
 from support.adk import ISSUE_4458_SCHEME as SCHEME
-from support.agents import greeting, mcp_agent, run_turns
+from support.agents import greeting, mcp_agent, run_turns, uninstall_after_each_test  # noqa: F401
 
 APP_TOKEN = "app-own-oauth-token"
 

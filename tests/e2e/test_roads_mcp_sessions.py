@@ -21,7 +21,7 @@ from adk_token_exchange.testing import GoogleEmulator, ProtectedMcpServer
 from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnectionParams
 from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
 from support.adk import ISSUE_4458_SCHEME as SCHEME
-from support.agents import greeting, mcp_agent, run_turns
+from support.agents import greeting, mcp_agent, run_turns, uninstall_after_each_test  # noqa: F401
 from support.workload import client_certificate_config
 
 LIFETIME = 3

@@ -7,10 +7,12 @@ The roads' end-to-end tests (``tests/e2e/test_roads_*.py``) drive a real
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import adk_token_exchange
+import pytest
 from adk_token_exchange.testing.scripted_llm import ANSWER_PREFIX, ScriptedLlm
 from google.adk.agents.llm_agent import LlmAgent
 from google.adk.events.event import Event
@@ -18,10 +20,27 @@ from google.adk.runners import Runner
 from google.adk.sessions.in_memory_session_service import InMemorySessionService
 from google.genai import types
 
-__all__ = ["APP", "USER", "Turns", "greeting", "mcp_agent", "run_turns"]
+__all__ = [
+    "APP",
+    "USER",
+    "Turns",
+    "greeting",
+    "mcp_agent",
+    "run_turns",
+    "uninstall_after_each_test",
+]
 
 APP = "roads"
 USER = "user"
+
+
+@pytest.fixture(autouse=True)
+def uninstall_after_each_test() -> Iterator[None]:
+    """ADK as it ships after every road test (``id_token_credential`` installs), so a
+    later test in the same process (check-wheel runs e2e and adk/ together) starts clean.
+    Import it into a test module to apply it there."""
+    yield
+    adk_token_exchange.uninstall()
 
 
 @dataclass
