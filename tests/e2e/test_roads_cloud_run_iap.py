@@ -250,6 +250,7 @@ async def test_iap_proxy_authorization_leaves_the_apps_authorization(
         assert turns.answers == [greeting(email)]
         assert {d.header for d in server.decisions} == {"proxy-authorization"}
         assert {r.authorization for r in server.app.requests} == {f"Bearer {APP_TOKEN}"}
+        assert {r.proxy_authorization for r in server.app.requests} == {None}, "IAP consumed it"
 
 
 async def test_iap_refuses_a_principal_without_web_app_user(

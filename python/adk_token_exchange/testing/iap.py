@@ -10,6 +10,8 @@ goes to the app untouched) or ``Authorization``
   ``signJwt``), ``iss`` = ``sub`` = the account, ``aud`` = the resource URL or
   a ``/*`` wildcard over it, living at most one hour.
 
+The app never sees ``Proxy-Authorization`` (the proxy consumes it; Google's
+front ends drop it, documented for Cloud Functions, inferred for IAP).
 A valid token of a principal without "IAP-secured Web App User"
 (``allowed_principals``) gets 403. Refusals carry
 ``X-Goog-IAP-Generated-Response: true``, as IAP's own answers do.

@@ -142,6 +142,14 @@ class _BearerGate:
                     (name, forwarded if name.lower() == header else value)
                     for name, value in scope.get("headers", [])
                 ]
+            if header == b"proxy-authorization":
+                # The proxy consumed it: Google's front ends drop Proxy-Authorization
+                # (documented for Cloud Functions; inferred for IAP).
+                scope["headers"] = [
+                    (name, value)
+                    for name, value in scope.get("headers", [])
+                    if name.lower() != header
+                ]
             await self._app(scope, receive, send)
             return
         headers = [(b"content-type", b"text/plain; charset=utf-8"), *self._refusal_headers]
