@@ -43,6 +43,7 @@ use zeroize::Zeroizing;
 use crate::cache::CachedSource;
 use crate::error::{Error, Result};
 use crate::http::{self, Call};
+use crate::sources::agent_identity::{self, AgentIdentity};
 use crate::sources::authorized_user::AuthorizedUser;
 use crate::sources::external_account::ExternalAccount;
 use crate::sources::external_account_authorized_user::ExternalAccountAuthorizedUser;
@@ -123,7 +124,17 @@ pub async fn application_default(impersonation: Option<Impersonation>) -> Result
                 "metadata server at {ip}: found; tokens from {}",
                 md.base_url()
             ));
-            let source = with_impersonation(Arc::new(md), impersonation)?;
+            let source: Arc<dyn TokenSource> = match (impersonation, agent_identity::detected()) {
+                // Agent Identity: ID tokens as the invoker account (an explicit
+                // impersonation wins); see sources/agent_identity.rs.
+                (None, Some(why)) => {
+                    let ai =
+                        AgentIdentity::new(Arc::new(md), agent_identity::invoker_from_env(), why)?;
+                    steps.push(ai.step());
+                    Arc::new(ai)
+                }
+                (impersonation, _) => with_impersonation(Arc::new(md), impersonation)?,
+            };
             Ok(Found { source, steps })
         }
         Err(why) => {
@@ -554,6 +565,75 @@ mod tests {
         assert!(seen
             .iter()
             .all(|s| s.header("metadata-flavor") == Some("Google")));
+    }
+
+    #[tokio::test]
+    async fn agent_identity_mints_id_tokens_as_the_invoker_with_the_metadata_token() {
+        let _lock = ENV_LOCK.lock().await;
+        let jwt = jwt_expiring_in(3600);
+        let server = Server::start(move |_, req| {
+            if req.target.ends_with(":generateIdToken") {
+                Answer::json(200, format!(r#"{{"token":"{jwt}"}}"#))
+            } else if req.target == "/" {
+                Answer::text(200, "").with_header("Metadata-Flavor", "Google")
+            } else {
+                Answer::json(200, r#"{"access_token":"ya29.md","expires_in":3599}"#)
+                    .with_header("Metadata-Flavor", "Google")
+            }
+        })
+        .await;
+        let home = TempDir::new();
+        let _env = clean_env(&home, server.authority());
+        let _ai = EnvVars::set(&[
+            (metadata::HOST_VAR, Some(server.authority())),
+            (
+                agent_identity::CERTIFICATE_CONFIG_VAR,
+                Some("/run/certificate_config.json"),
+            ),
+            (
+                agent_identity::INVOKER_VAR,
+                Some("invoker@p.iam.gserviceaccount.com"),
+            ),
+            (IAM_ENDPOINT_VAR, Some(&server.base)),
+        ]);
+        let r = application_default(None).await.unwrap();
+        assert!(
+            r.steps.iter().any(|s| s.contains("Agent Identity")),
+            "{:?}",
+            r.steps
+        );
+        let d = r.source.describe();
+        assert_eq!(
+            d.impersonating.as_deref(),
+            Some("invoker@p.iam.gserviceaccount.com")
+        );
+        let id = r
+            .source
+            .fetch(&TokenRequest::id("https://svc.run.app").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(id.kind, crate::token::TokenKind::Id);
+        let access = r
+            .source
+            .fetch(&TokenRequest::access(Vec::<String>::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            access.value.expose(),
+            "ya29.md",
+            "access tokens stay the agent's own"
+        );
+        let seen = server.seen();
+        let iam: Vec<_> = seen
+            .iter()
+            .filter(|s| s.target.contains("serviceAccounts"))
+            .collect();
+        assert_eq!(iam.len(), 1);
+        assert!(iam[0]
+            .target
+            .ends_with("invoker@p.iam.gserviceaccount.com:generateIdToken"));
+        assert_eq!(iam[0].header("authorization"), Some("Bearer ya29.md"));
+        assert!(!seen.iter().any(|s| s.target.contains("/identity")));
     }
 
     #[tokio::test]

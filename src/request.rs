@@ -22,6 +22,11 @@ pub enum TokenRequest {
     Access { scopes: Vec<String> },
     /// OIDC ID token whose `aud` claim is `audience`.
     Id { audience: String },
+    /// A JWT the service account signs itself (`iss` = `sub` = its email,
+    /// `aud` = `audience`, one hour): IAP's programmatic access without an
+    /// OAuth client (<https://cloud.google.com/iap/docs/authentication-howto#authenticate_with_a_service_account_jwt>).
+    /// Signed locally with a key, or by IAM `signJwt` through impersonation.
+    SignedJwt { audience: String },
 }
 
 impl TokenRequest {
@@ -66,33 +71,24 @@ impl TokenRequest {
 
     /// An ID-token request for `audience` (a URL or an OAuth client id).
     pub fn id(audience: impl Into<String>) -> Result<Self> {
-        let audience = audience.into();
-        if audience.trim().is_empty() {
-            return Err(Error::Config(
-                "an ID token needs an audience: set ServiceAccount(audience=...) to the URL of the \
-                 receiving service (for Cloud Run, its https://… service URL)"
-                    .into(),
-            ));
-        }
-        if audience.len() > MAX_AUDIENCE {
-            return Err(Error::Config(format!(
-                "the audience is {} bytes long; an audience is a URL or client id (at most {MAX_AUDIENCE} bytes)",
-                audience.len()
-            )));
-        }
-        if audience.chars().any(char::is_control) {
-            return Err(Error::Config(
-                "the audience contains control characters; an audience is a URL or client id"
-                    .into(),
-            ));
-        }
-        Ok(TokenRequest::Id { audience })
+        Ok(TokenRequest::Id {
+            audience: checked_audience(audience.into())?,
+        })
+    }
+
+    /// A service-account JWT for `audience` (for IAP: the resource URL, a
+    /// trailing `/*` allowed).
+    pub fn signed_jwt(audience: impl Into<String>) -> Result<Self> {
+        Ok(TokenRequest::SignedJwt {
+            audience: checked_audience(audience.into())?,
+        })
     }
 
     pub fn kind(&self) -> TokenKind {
         match self {
             TokenRequest::Access { .. } => TokenKind::Access,
-            TokenRequest::Id { .. } => TokenKind::Id,
+            // A signed JWT is an identity token too: a JWT whose `exp` is its expiry.
+            TokenRequest::Id { .. } | TokenRequest::SignedJwt { .. } => TokenKind::Id,
         }
     }
 
@@ -100,7 +96,7 @@ impl TokenRequest {
     pub fn scope_param(&self) -> Option<String> {
         match self {
             TokenRequest::Access { scopes } => Some(scopes.join(" ")),
-            TokenRequest::Id { .. } => None,
+            TokenRequest::Id { .. } | TokenRequest::SignedJwt { .. } => None,
         }
     }
 
@@ -110,6 +106,29 @@ impl TokenRequest {
             scopes: vec![CLOUD_PLATFORM.to_owned()],
         }
     }
+}
+
+/// An audience any endpoint could take: non-empty, bounded, no control characters.
+fn checked_audience(audience: String) -> Result<String> {
+    if audience.trim().is_empty() {
+        return Err(Error::Config(
+            "an ID token needs an audience: set ServiceAccount(audience=...) to the URL of the \
+                 receiving service (for Cloud Run, its https://… service URL)"
+                .into(),
+        ));
+    }
+    if audience.len() > MAX_AUDIENCE {
+        return Err(Error::Config(format!(
+                "the audience is {} bytes long; an audience is a URL or client id (at most {MAX_AUDIENCE} bytes)",
+                audience.len()
+            )));
+    }
+    if audience.chars().any(char::is_control) {
+        return Err(Error::Config(
+            "the audience contains control characters; an audience is a URL or client id".into(),
+        ));
+    }
+    Ok(audience)
 }
 
 #[cfg(test)]
@@ -153,5 +172,15 @@ mod tests {
             assert!(matches!(e, Error::Config(_)), "{e:?}");
         }
         assert!(TokenRequest::id("https://x.run.app").is_ok());
+        let e = TokenRequest::signed_jwt("https://iap.example.com/\r\n").unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_signed_jwt_is_an_identity_token_apart_from_an_id_token() {
+        let jwt = TokenRequest::signed_jwt("https://iap.example.com/*").unwrap();
+        assert_eq!(jwt.kind(), TokenKind::Id);
+        assert_eq!(jwt.scope_param(), None);
+        assert_ne!(jwt, TokenRequest::id("https://iap.example.com/*").unwrap());
     }
 }

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from google.adk.auth.auth_credential import AuthCredential
 
     from .exchanger import ServiceAccountExchanger
-    from .httpx_auth import AccessTokenAuth, IdTokenAuth, http_client_factory
+    from .httpx_auth import AccessTokenAuth, IapJwtAuth, IdTokenAuth, http_client_factory
 
     __version__: str
 
@@ -50,6 +50,7 @@ __all__ = [
     "AccessTokenAuth",
     "ConfigurationError",
     "CredentialsNotFoundError",
+    "IapJwtAuth",
     "IdTokenAuth",
     "InvalidTokenError",
     "PermanentError",
@@ -62,6 +63,7 @@ __all__ = [
     "clear_cache",
     "configure",
     "http_client_factory",
+    "iap_jwt_credential",
     "id_token_credential",
     "install",
     "is_installed",
@@ -112,11 +114,15 @@ def id_token_credential(
     impersonate: str | Sequence[str] | None = None,
     delegates: Sequence[str] = (),
     exact: bool = False,
+    header: str = "Authorization",
 ) -> AuthCredential:
     """An ADK credential that becomes an OIDC ID token for ``audience``.
 
-    Pass it as ``McpToolset(auth_credential=...)`` (with an ``auth_scheme``) or
-    to an OpenAPI tool; calls :func:`install`.
+    Pass it as ``McpToolset(auth_credential=...)`` (with an ``auth_scheme``),
+    ``RemoteA2aAgent(auth_credential=...)`` or to an OpenAPI tool; calls
+    :func:`install`. For Cloud Run and Cloud Functions targets (an MCP server,
+    a remote A2A agent); a remote agent on Agent Engine takes an access token
+    (:func:`access_token_credential`).
 
     Args:
       audience: The receiving service. A URL such as
@@ -137,6 +143,12 @@ def id_token_credential(
       delegates: The delegation chain, as an alternative to passing it in
         ``impersonate``.
       exact: Use a URL ``audience`` verbatim instead of its origin.
+      header: ``"Authorization"``; ``"X-Serverless-Authorization"`` for a
+        Cloud Run service that does its own auth with ``Authorization``
+        (set that one in the connection's ``headers``);
+        ``"Proxy-Authorization"`` for IAP. Other headers need an ADK that
+        puts a credential's ``additional_headers`` on the request (2.x);
+        on 1.x use :func:`http_client_factory` with ``IdTokenAuth(header=...)``.
 
     Returns:
       ``AuthCredential(auth_type=SERVICE_ACCOUNT,
@@ -153,6 +165,39 @@ def id_token_credential(
         impersonate=impersonate,
         delegates=delegates,
         exact=exact,
+        header=header,
+    )
+
+
+def iap_jwt_credential(
+    url: str,
+    *,
+    service_account_key: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    impersonate: str | Sequence[str] | None = None,
+    delegates: Sequence[str] = (),
+    exact: bool = False,
+    header: str = "Authorization",
+) -> AuthCredential:
+    """An ADK credential that becomes a service-account JWT for an IAP-protected ``url``.
+
+    IAP's programmatic access without an OAuth client id (see
+    :class:`~adk_token_exchange.httpx_auth.IapJwtAuth` for the token): ``aud``
+    is ``{url}/*``; signed locally with a key, else by IAM ``signJwt`` as
+    ``impersonate``. Calls :func:`install`. Arguments as in
+    :func:`id_token_credential`.
+
+    Raises:
+      ConfigurationError: An argument is unusable (the message says which).
+    """
+    from ._adk.credentials import iap_jwt_credential as build
+
+    return build(
+        url,
+        service_account_key=service_account_key,
+        impersonate=impersonate,
+        delegates=delegates,
+        exact=exact,
+        header=header,
     )
 
 
@@ -165,7 +210,9 @@ def access_token_credential(
 ) -> AuthCredential:
     """An ADK credential that becomes an OAuth2 access token for ``scopes``.
 
-    For Google APIs and OpenAPI tools that take access tokens. Arguments as in
+    For Google APIs and OpenAPI tools that take access tokens, and for a remote
+    agent on Agent Engine (a Google API; a Cloud Run target wants
+    :func:`id_token_credential`). Arguments as in
     :func:`id_token_credential`; calls :func:`install`. When the credential
     carries a quota project, requests also send ``x-goog-user-project``.
 
@@ -228,7 +275,7 @@ def __getattr__(name: str) -> Any:
         from .exchanger import ServiceAccountExchanger
 
         return ServiceAccountExchanger
-    if name in ("IdTokenAuth", "AccessTokenAuth", "http_client_factory"):
+    if name in ("IdTokenAuth", "AccessTokenAuth", "IapJwtAuth", "http_client_factory"):
         from . import httpx_auth
 
         return getattr(httpx_auth, name)

@@ -187,6 +187,10 @@ class Credentials:
         """Bind an audience (validated now) for repeated lookups."""
 
     def access_token_request(self, scopes: Sequence[str]) -> TokenRequest: ...
+    def signed_jwt_request(self, audience: str) -> TokenRequest:
+        """A service-account JWT for ``audience`` (IAP), signed with the key or by IAM
+        ``signJwt``; a source without a key must impersonate."""
+
     def cached_id_token(self, audience: str) -> Token | None:
         """The cached token if still valid, without I/O or await; in the
         refresh window it also starts one background refresh."""
@@ -248,8 +252,8 @@ class ServiceAccountExchanger:
     def __new__(
         cls,
         request_key: ModelKey,
-        read_request: Callable[[Any], TokenRequest],
-        build_result: Callable[[Token], tuple[Any, Any]],
+        read_request: Callable[[Any], TokenRequest | tuple[TokenRequest, str]],
+        build_result: Callable[..., tuple[Any, Any]],
         wrap_error: Callable[[BaseException], BaseException],
     ) -> ServiceAccountExchanger: ...
     def exchange(

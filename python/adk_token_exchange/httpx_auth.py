@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from . import _native, errors
 from ._request import CLOUD_PLATFORM, origin_of
 
-__all__ = ["AccessTokenAuth", "IdTokenAuth", "http_client_factory"]
+__all__ = ["AccessTokenAuth", "IapJwtAuth", "IdTokenAuth", "http_client_factory"]
 
 Header = Literal["Authorization", "X-Serverless-Authorization", "Proxy-Authorization"]
 _HEADERS: Final = ("Authorization", "X-Serverless-Authorization", "Proxy-Authorization")
@@ -163,6 +163,11 @@ class _GoogleAuth(_AuthBase):
 class IdTokenAuth(_GoogleAuth):
     """An OIDC ID token for ``audience`` on every request (Cloud Run, Cloud Functions, IAP).
 
+    For Cloud Run and Cloud Functions targets (a remote A2A agent, an MCP
+    server): ``audience`` is the service URL. For IAP: the IAP OAuth client
+    id (or see :class:`IapJwtAuth`). Agent Engine and other Google APIs take
+    access tokens instead: :class:`AccessTokenAuth`.
+
     Args:
       audience: The receiving service. A URL such as
         ``https://svc-xyz.a.run.app/mcp`` becomes its origin (what Cloud Run
@@ -225,7 +230,9 @@ class IdTokenAuth(_GoogleAuth):
 class AccessTokenAuth(_GoogleAuth):
     """An OAuth2 access token for ``scopes`` on every request (Google APIs, Agent Engine).
 
-    Arguments as :class:`IdTokenAuth`, with ``scopes`` instead of an audience.
+    A remote agent on Agent Engine (``…aiplatform.googleapis.com``) wants this,
+    not an ID token. Arguments as :class:`IdTokenAuth`, with ``scopes``
+    instead of an audience.
     """
 
     def __init__(
@@ -256,6 +263,76 @@ class AccessTokenAuth(_GoogleAuth):
         s = self._state
         credentials = _credentials(s["service_account_key"], s["impersonate"], s["delegates"])
         return credentials.access_token_request(list(s["scopes"]))
+
+
+class IapJwtAuth(_GoogleAuth):
+    """A service-account JWT for an IAP-protected ``url`` on every request.
+
+    IAP's programmatic access without an OAuth client id: a JWT the service
+    account signs itself, ``iss`` = ``sub`` = its email, ``aud`` =
+    ``{url}/*`` (every path under ``url``), one hour. Signed locally when the
+    credentials are a service account key (no network), otherwise by IAM
+    Credentials ``signJwt`` as the service account in ``impersonate`` (the
+    caller needs Service Account Token Creator on it). Cached and refreshed
+    ahead like every other token. The account needs "IAP-secured Web App
+    User" on the resource.
+
+    Args:
+      url: The IAP-protected resource; ``aud`` becomes ``url`` without a
+        trailing ``/`` or ``/*``, plus ``/*``. With ``exact=True``, ``url`` is
+        the ``aud`` verbatim.
+      service_account_key, impersonate, delegates, header: As in
+        :class:`IdTokenAuth` (a gcloud login or the metadata server must
+        ``impersonate`` the signing account).
+
+    Raises:
+      ConfigurationError: An argument is unusable (the message says which).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        service_account_key: KeySource = None,
+        impersonate: str | Sequence[str] | None = None,
+        delegates: Sequence[str] = (),
+        exact: bool = False,
+        header: Header = "Authorization",
+    ) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise errors.ConfigurationError(
+                "url is required: the IAP-protected resource (e.g. 'https://app.example.com')"
+            )
+        self._setup(
+            header,
+            {
+                "url": url,
+                "exact": exact,
+                "service_account_key": service_account_key,
+                "impersonate": impersonate,
+                "delegates": tuple(delegates),
+            },
+        )
+
+    def _token_request(self) -> _native.TokenRequest:
+        s = self._state
+        credentials = _credentials(s["service_account_key"], s["impersonate"], s["delegates"])
+        return credentials.signed_jwt_request(iap_jwt_audience(s["url"], exact=s["exact"]))
+
+    @property
+    def audience(self) -> str:
+        """The ``aud`` the JWT is signed for."""
+        return str(self._request.target)
+
+
+def iap_jwt_audience(url: str, *, exact: bool = False) -> str:
+    """The ``aud`` of a service-account JWT for IAP: ``{url}/*``, unless ``exact``."""
+    if exact:
+        return url
+    base = url.strip()
+    while base.endswith(("/*", "/")):
+        base = base.removesuffix("/*").removesuffix("/")
+    return f"{base}/*"
 
 
 class _Chained(_AuthBase):
@@ -292,6 +369,11 @@ def http_client_factory(auth: _GoogleAuth) -> Callable[..., Any]:
     is the flavour the installed mcp SDK uses (httpx2 for mcp 2.x, httpx for
     1.x), with the SDK's own default timeouts. An ``auth`` the transport
     passes (MCP OAuth) runs after ours.
+
+    ADK 2.x replaces the factory with its own mTLS transport when a client
+    certificate is configured (Agent Identity) and
+    ``GOOGLE_API_USE_CLIENT_CERTIFICATE`` is unset or ``true``; this warns
+    once when that would happen: set it to ``false``.
     """
     if not isinstance(auth, _GoogleAuth):
         raise errors.ConfigurationError(
@@ -300,6 +382,11 @@ def http_client_factory(auth: _GoogleAuth) -> Callable[..., Any]:
         )
     from mcp.shared._httpx_utils import create_mcp_http_client
 
+    from ._workload import warn_if_adk_replaces_factory
+
+    # ADK 2.x swaps the factory for its own mTLS transport where a client
+    # certificate is configured (Agent Identity): say so now, not as a 401.
+    warn_if_adk_replaces_factory()
     ours = auth
 
     def factory(

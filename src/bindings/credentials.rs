@@ -283,6 +283,11 @@ impl Credentials {
         PyTokenRequest::new(&self.inner, TokenRequest::access(scopes)?)
     }
 
+    /// A service-account JWT for `audience` (IAP), signed with the key or by IAM `signJwt`.
+    fn signed_jwt_request(&self, audience: String) -> PyResult<PyTokenRequest> {
+        PyTokenRequest::new(&self.inner, TokenRequest::signed_jwt(audience)?)
+    }
+
     fn cached_id_token(&self, audience: String) -> PyResult<Option<PyToken>> {
         Ok(self.id_token_request(audience)?.cached())
     }
@@ -377,7 +382,9 @@ impl PyTokenRequest {
     #[getter]
     fn target<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         Ok(match &*self.request {
-            TokenRequest::Id { audience } => PyString::new(py, audience).into_any(),
+            TokenRequest::Id { audience } | TokenRequest::SignedJwt { audience } => {
+                PyString::new(py, audience).into_any()
+            }
             TokenRequest::Access { scopes } => {
                 pyo3::types::PyTuple::new(py, scopes.iter().map(String::as_str))?.into_any()
             }
@@ -394,6 +401,7 @@ impl PyTokenRequest {
     fn __repr__(&self) -> String {
         let what = match &*self.request {
             TokenRequest::Id { audience } => format!("id token for {audience:?}"),
+            TokenRequest::SignedJwt { audience } => format!("signed JWT for {audience:?}"),
             TokenRequest::Access { scopes } => format!("access token for {scopes:?}"),
         };
         format!("TokenRequest({what}, {})", self.credential.label())

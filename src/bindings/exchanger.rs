@@ -16,7 +16,10 @@
 //! 4. `build_result(token)` (shim): ADK's `AuthCredential` and
 //!    `ExchangeResult`, built once per token and kept on the token itself,
 //!    so a warm call returns the very same objects (ADK pools MCP sessions
-//!    by the header value) and they go when the token goes.
+//!    by the header value) and they go when the token goes. A credential
+//!    that wants the token in another header (`X-Serverless-Authorization`,
+//!    `Proxy-Authorization`) has `read_request` answer `(request, header)`;
+//!    its result, `build_result(token, header)`, is kept beside the default.
 //!
 //! Errors from the core reach ADK through `wrap_error` (shim): ours, and
 //! ADK's `CredentialExchangeError` too, never a `ValueError`.
@@ -171,7 +174,14 @@ struct Built {
     credential: Py<PyAny>,
     /// ADK's `ExchangeResult` around it (what `exchange` returns).
     exchange_result: Py<PyAny>,
+    /// Results for the token in another header: header → `(credential,
+    /// exchange_result)`, built on first use (guarded by the GIL).
+    in_header: Py<PyDict>,
 }
+
+/// A memoized request: the token request, and the header it goes in when not
+/// `Authorization`.
+type Memoized = (Py<PyTokenRequest>, Option<Py<PyAny>>);
 
 /// Which of ADK's two answers a caller wants.
 #[derive(Clone, Copy)]
@@ -192,11 +202,7 @@ pub struct ServiceAccountExchanger {
 
 impl ServiceAccountExchanger {
     /// The request for `auth_credential`, from the memo or the shim.
-    fn request(
-        &self,
-        py: Python<'_>,
-        auth_credential: &Bound<'_, PyAny>,
-    ) -> PyResult<Py<PyTokenRequest>> {
+    fn request(&self, py: Python<'_>, auth_credential: &Bound<'_, PyAny>) -> PyResult<Memoized> {
         let Some(key) = self.request_key.get().key(auth_credential)? else {
             return self.read(py, auth_credential);
         };
@@ -210,41 +216,47 @@ impl ServiceAccountExchanger {
             Err(e) => return Err(e),
         };
         if let Some(found) = found {
-            return Ok(found.cast_into::<PyTokenRequest>()?.unbind());
+            return memoized(found);
         }
-        let request = self.read(py, auth_credential)?;
+        let read = self
+            .read_request
+            .call1(py, (auth_credential,))?
+            .into_bound(py);
+        let request = memoized(read.clone())?;
         if memo.len() >= MAX_REQUESTS {
             let oldest: Vec<Bound<'_, PyAny>> = memo.keys().iter().take(MAX_REQUESTS / 4).collect();
             for k in oldest {
                 memo.del_item(k)?;
             }
         }
-        memo.set_item(key, request.clone_ref(py))?;
+        memo.set_item(key, read)?;
         Ok(request)
     }
 
-    fn read(
-        &self,
-        py: Python<'_>,
-        auth_credential: &Bound<'_, PyAny>,
-    ) -> PyResult<Py<PyTokenRequest>> {
-        Ok(self
-            .read_request
-            .call1(py, (auth_credential,))?
-            .into_bound(py)
-            .cast_into::<PyTokenRequest>()?
-            .unbind())
+    fn read(&self, py: Python<'_>, auth_credential: &Bound<'_, PyAny>) -> PyResult<Memoized> {
+        memoized(
+            self.read_request
+                .call1(py, (auth_credential,))?
+                .into_bound(py),
+        )
     }
 
-    /// ADK's answer for `token`, built by the shim once per token.
-    fn answer(&self, py: Python<'_>, issued: Issued, which: Answer) -> PyResult<Py<PyAny>> {
+    /// ADK's answer for `token` (in `header`, if not `Authorization`), built
+    /// by the shim once per token.
+    fn answer(
+        &self,
+        py: Python<'_>,
+        issued: Issued,
+        header: Option<&Py<PyAny>>,
+        which: Answer,
+    ) -> PyResult<Py<PyAny>> {
         let token = Arc::clone(&issued.token);
         let built = match token.derived.get::<Built>() {
             Some(built) => built,
             None => {
                 let (credential, exchange_result): (Py<PyAny>, Py<PyAny>) = self
                     .build_result
-                    .call1(py, (PyToken::new(issued),))?
+                    .call1(py, (PyToken::new(issued.clone()),))?
                     .extract(py)?;
                 // Another thread may have built one meanwhile: the first stays.
                 token
@@ -252,13 +264,35 @@ impl ServiceAccountExchanger {
                     .set(Built {
                         credential,
                         exchange_result,
+                        in_header: PyDict::new(py).unbind(),
                     })
                     .ok_or_else(|| Error::Internal("token result memo".into()))?
             }
         };
+        let (credential, exchange_result) = match header {
+            None => (
+                built.credential.clone_ref(py),
+                built.exchange_result.clone_ref(py),
+            ),
+            Some(header) => {
+                let shaped = built.in_header.bind(py);
+                let pair = match shaped.get_item(header)? {
+                    Some(pair) => pair,
+                    None => {
+                        let pair = self
+                            .build_result
+                            .call1(py, (PyToken::new(issued), header))?
+                            .into_bound(py);
+                        shaped.set_item(header, &pair)?;
+                        pair
+                    }
+                };
+                pair.extract()?
+            }
+        };
         Ok(match which {
-            Answer::Credential => built.credential.clone_ref(py),
-            Answer::ExchangeResult => built.exchange_result.clone_ref(py),
+            Answer::Credential => credential,
+            Answer::ExchangeResult => exchange_result,
         })
     }
 
@@ -268,15 +302,24 @@ impl ServiceAccountExchanger {
         py: Python<'_>,
         auth_credential: &Bound<'_, PyAny>,
         which: Answer,
-    ) -> PyResult<(Py<PyTokenRequest>, Option<Py<PyAny>>)> {
+    ) -> PyResult<(Memoized, Option<Py<PyAny>>)> {
         let request = self.request(py, auth_credential)?;
-        let cached = request.get().cached_token();
+        let cached = request.0.get().cached_token();
         let answer = match cached {
-            Some(issued) => Some(self.answer(py, issued, which)?),
+            Some(issued) => Some(self.answer(py, issued, request.1.as_ref(), which)?),
             None => None,
         };
         Ok((request, answer))
     }
+}
+
+/// What `read_request` answered: a `TokenRequest`, or `(TokenRequest, header)`.
+fn memoized(read: Bound<'_, PyAny>) -> PyResult<Memoized> {
+    if let Ok(request) = read.cast::<PyTokenRequest>() {
+        return Ok((request.clone().unbind(), None));
+    }
+    let (request, header): (Bound<'_, PyTokenRequest>, Bound<'_, PyAny>) = read.extract()?;
+    Ok((request.unbind(), Some(header.unbind())))
 }
 
 /// Raises `wrap_error(exc)` with `exc` as its cause.
@@ -326,6 +369,7 @@ impl ServiceAccountExchanger {
             Exchange {
                 exchanger: slf.clone().unbind(),
                 auth_credential: auth_credential.unbind(),
+                header: None,
             },
         )
     }
@@ -352,7 +396,7 @@ impl ServiceAccountExchanger {
     ) -> PyResult<Py<PyAny>> {
         let _ = auth_scheme;
         let auth_credential = auth_credential.unwrap_or_else(|| py.None().into_bound(py));
-        let (request, answer) = self.ready(py, &auth_credential, Answer::Credential)?;
+        let ((request, header), answer) = self.ready(py, &auth_credential, Answer::Credential)?;
         if let Some(answer) = answer {
             return Ok(answer);
         }
@@ -364,7 +408,7 @@ impl ServiceAccountExchanger {
         let issued = py
             .detach(|| crate::process::runtime().block_on(credential.token(&wanted)))
             .map_err(|e| wrapped(py, &self.wrap_error, e))?;
-        self.answer(py, issued, Answer::Credential)
+        self.answer(py, issued, header.as_ref(), Answer::Credential)
     }
 }
 
@@ -372,6 +416,8 @@ impl ServiceAccountExchanger {
 struct Exchange {
     exchanger: Py<ServiceAccountExchanger>,
     auth_credential: Py<PyAny>,
+    /// The header of the memoized request, once `begin` read it.
+    header: Option<Py<PyAny>>,
 }
 
 type Fetched = crate::error::Result<Issued>;
@@ -379,11 +425,12 @@ type Fetched = crate::error::Result<Issued>;
 impl Operation for Exchange {
     fn begin(&mut self, py: Python<'_>) -> PyResult<Begin> {
         let exchanger = self.exchanger.get();
-        let (request, answer) =
+        let ((request, header), answer) =
             exchanger.ready(py, self.auth_credential.bind(py), Answer::ExchangeResult)?;
         if let Some(answer) = answer {
             return Ok(Begin::Ready(answer));
         }
+        self.header = header;
         let request = request.get();
         let (credential, wanted) = (
             Arc::clone(&request.credential),
@@ -400,7 +447,9 @@ impl Operation for Exchange {
             .downcast::<Fetched>()
             .map_err(|_| Error::Internal("unexpected fetch output".into()))?;
         match *fetched {
-            Ok(issued) => exchanger.answer(py, issued, Answer::ExchangeResult),
+            Ok(issued) => {
+                exchanger.answer(py, issued, self.header.as_ref(), Answer::ExchangeResult)
+            }
             Err(error) => Err(wrapped(py, &exchanger.wrap_error, error)),
         }
     }

@@ -37,6 +37,7 @@ use std::sync::Once;
 
 use reqwest::Url;
 
+use super::signed_jwt::cannot_sign;
 use super::{
     access_token_from_json, id_token_from_json, optional, required, BoxFuture, CredentialFile,
     SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
@@ -111,8 +112,10 @@ impl AuthorizedUser {
     }
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
-        if let TokenRequest::Id { .. } = request {
-            warn_about_id_token_audience();
+        match request {
+            TokenRequest::Id { .. } => warn_about_id_token_audience(),
+            TokenRequest::SignedJwt { .. } => return Err(cannot_sign("a gcloud user login")),
+            TokenRequest::Access { .. } => {}
         }
         let mut form = vec![
             ("grant_type", "refresh_token"),
@@ -133,7 +136,7 @@ impl AuthorizedUser {
             TokenRequest::Access { .. } => {
                 access_token_from_json(&endpoint, &reply.body, reply.sent_at)
             }
-            TokenRequest::Id { .. } => id_token_from_json(
+            TokenRequest::Id { .. } | TokenRequest::SignedJwt { .. } => id_token_from_json(
                 &endpoint,
                 &reply.body,
                 "id_token",

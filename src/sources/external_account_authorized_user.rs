@@ -168,6 +168,9 @@ impl TokenSource for ExternalAccountAuthorizedUser {
                      roles/iam.serviceAccountTokenCreator on it)",
                     self.origin
                 ))),
+                TokenRequest::SignedJwt { .. } => Err(super::signed_jwt::cannot_sign(
+                    "a workforce identity login (external_account_authorized_user)",
+                )),
             }
         })
     }

@@ -42,8 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::Url;
 
 use super::{
-    access_token_until, id_token_from_json, invalid, optional, required, universe_of, BoxFuture,
-    CredentialFile, ResponseFields, SourceDescription, SourceKind, TokenSource,
+    access_token_until, id_token_from_json, invalid, optional, required, signed_jwt, universe_of,
+    BoxFuture, CredentialFile, ResponseFields, SourceDescription, SourceKind, TokenSource,
 };
 use crate::error::{self, Error, Result};
 use crate::http::endpoint::GOOGLE_UNIVERSE;
@@ -304,6 +304,13 @@ impl ImpersonatedServiceAccount {
                 self.method_url("generateIdToken"),
                 serde_json::json!({"audience": audience, "includeEmail": true, "delegates": self.delegates}),
             ),
+            TokenRequest::SignedJwt { audience } => {
+                let claims = signed_jwt::Claims::new(&self.target, audience, SystemTime::now());
+                (
+                    self.method_url("signJwt"),
+                    serde_json::json!({"payload": claims.to_json()?, "delegates": self.delegates}),
+                )
+            }
         };
         let endpoint = http::endpoint_label(&url);
         let json =
@@ -333,6 +340,12 @@ impl ImpersonatedServiceAccount {
                 &reply.body,
                 "token",
                 "no `token` in the response",
+            ),
+            TokenRequest::SignedJwt { .. } => id_token_from_json(
+                &endpoint,
+                &reply.body,
+                "signedJwt",
+                "no `signedJwt` in the response",
             ),
         }
     }
@@ -751,6 +764,34 @@ mod tests {
             body,
             serde_json::json!({"audience": "https://svc.run.app", "includeEmail": true, "delegates": []})
         );
+    }
+
+    #[tokio::test]
+    async fn signed_jwt_asks_iam_sign_jwt_for_the_targets_claims() {
+        let jwt = jwt_expiring_in(3600);
+        let server = Server::always(Answer::json(
+            200,
+            format!(r#"{{"keyId":"k","signedJwt":"{jwt}"}}"#),
+        ))
+        .await;
+        let src = impersonating(&server, "target@p.iam.gserviceaccount.com", &[]);
+        let t = src
+            .fetch(&TokenRequest::signed_jwt("https://iap.example.com/*").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(t.value.expose(), jwt);
+        let seen = server.seen();
+        assert!(seen[0]
+            .target
+            .ends_with("target@p.iam.gserviceaccount.com:signJwt"));
+        assert_eq!(seen[0].header("authorization"), Some("Bearer ya29.caller"));
+        let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+        let claims: signed_jwt::Claims =
+            serde_json::from_str(body["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.iss, "target@p.iam.gserviceaccount.com");
+        assert_eq!(claims.sub, claims.iss);
+        assert_eq!(claims.aud, "https://iap.example.com/*");
+        assert_eq!(claims.exp - claims.iat, 3600);
     }
 
     #[tokio::test]

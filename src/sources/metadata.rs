@@ -27,6 +27,7 @@
 
 use reqwest::Url;
 
+use super::signed_jwt::cannot_sign;
 use super::{
     access_token_from_json, id_token_from_jwt, invalid, BoxFuture, SourceDescription, SourceKind,
     TokenSource,
@@ -128,6 +129,7 @@ impl MetadataServer {
 
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
         let url = match request {
+            TokenRequest::SignedJwt { .. } => return Err(cannot_sign("the metadata server")),
             TokenRequest::Access { scopes } => {
                 let mut u = self.url(&format!("{ACCOUNT_PATH}/token"));
                 u.query_pairs_mut().append_pair("scopes", &scopes.join(","));
@@ -149,7 +151,7 @@ impl MetadataServer {
             TokenRequest::Access { .. } => {
                 access_token_from_json(&endpoint, &reply.body, reply.sent_at)
             }
-            TokenRequest::Id { .. } => {
+            TokenRequest::Id { .. } | TokenRequest::SignedJwt { .. } => {
                 let text = std::str::from_utf8(&reply.body)
                     .map_err(|_| invalid(&endpoint, "the ID token is not text".into()))?;
                 id_token_from_jwt(&endpoint, Secret::new(text.trim()))
@@ -194,6 +196,19 @@ mod tests {
     use super::*;
     use crate::testing::{jwt_expiring_in, Answer, Server};
     use crate::token::TokenKind;
+
+    #[tokio::test]
+    async fn a_signed_jwt_is_refused_without_a_request_and_says_to_impersonate() {
+        let server = Server::always(metadata_answer("unused")).await;
+        let md = MetadataServer::new(server.base.trim_start_matches("http://")).unwrap();
+        let e = md
+            .fetch(&TokenRequest::signed_jwt("https://iap.example.com/*").unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(e.to_string().contains("impersonate="), "{e}");
+        assert!(server.seen().is_empty());
+    }
 
     fn metadata_answer(body: impl Into<String>) -> Answer {
         Answer::json(200, body).with_header(FLAVOR_HEADER, FLAVOR_VALUE)

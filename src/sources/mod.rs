@@ -11,12 +11,14 @@ use crate::identity::Identity;
 use crate::request::TokenRequest;
 use crate::token::{jwt_expiry, Secret, Token, TokenKind};
 
+pub mod agent_identity;
 pub mod authorized_user;
 pub mod external_account;
 pub mod external_account_authorized_user;
 pub mod impersonated;
 pub mod metadata;
 pub mod service_account;
+pub mod signed_jwt;
 
 /// A boxed, sendable future (sources are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

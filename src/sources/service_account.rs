@@ -32,8 +32,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Url;
 
 use super::{
-    access_token_from_json, id_token_from_json, optional, required, universe_of, BoxFuture,
-    CredentialFile, SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
+    access_token_from_json, id_token_from_json, optional, required, signed_jwt, universe_of,
+    BoxFuture, CredentialFile, SourceDescription, SourceKind, TokenSource, DEFAULT_TOKEN_URI,
 };
 use crate::error::{self, Error, Result};
 use crate::http::{self, Call};
@@ -142,7 +142,9 @@ impl ServiceAccountKey {
             .unwrap_or(0);
         let (scope, target_audience) = match request {
             TokenRequest::Access { .. } => (request.scope_param(), None),
-            TokenRequest::Id { audience } => (None, Some(audience.clone())),
+            TokenRequest::Id { audience } | TokenRequest::SignedJwt { audience } => {
+                (None, Some(audience.clone()))
+            }
         };
         AssertionClaims {
             iss: self.client_email.clone(),
@@ -168,7 +170,25 @@ impl ServiceAccountKey {
         Ok(Secret::new(jwt))
     }
 
+    /// A service-account JWT for `audience`, signed here with the key (no network).
+    pub fn signed_jwt(&self, audience: &str, now: SystemTime) -> Result<Token> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = self.private_key_id.clone();
+        let claims = signed_jwt::Claims::new(&self.client_email, audience, now);
+        let jwt = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| {
+            Error::Config(format!(
+                "{}: could not sign with field `private_key` ({:?}); the key may be corrupt, download a new one",
+                self.origin,
+                e.kind()
+            ))
+        })?;
+        super::id_token_from_jwt("service account key", Secret::new(jwt))
+    }
+
     async fn fetch_token(&self, request: &TokenRequest) -> Result<Token> {
+        if let TokenRequest::SignedJwt { audience } = request {
+            return self.signed_jwt(audience, SystemTime::now());
+        }
         let assertion = self.assertion(request, SystemTime::now())?;
         let call = Call::post_form(
             self.token_uri.clone(),
@@ -185,7 +205,7 @@ impl ServiceAccountKey {
             TokenRequest::Access { .. } => {
                 access_token_from_json(&endpoint, &reply.body, reply.sent_at)
             }
-            TokenRequest::Id { .. } => id_token_from_json(
+            TokenRequest::Id { .. } | TokenRequest::SignedJwt { .. } => id_token_from_json(
                 &endpoint,
                 &reply.body,
                 "id_token",
@@ -314,6 +334,33 @@ mod tests {
             Some("https://svc-abc.a.run.app")
         );
         assert_eq!(claims.scope, None);
+    }
+
+    #[tokio::test]
+    async fn a_signed_jwt_is_signed_with_the_key_without_any_request() {
+        // A token_uri nobody listens on: signing must not call it.
+        let k = ServiceAccountKey::from_json(
+            &key_json(
+                "agent@proj.iam.gserviceaccount.com",
+                PKCS1_PEM,
+                "http://127.0.0.1:9/token",
+            ),
+            "key.json",
+        )
+        .unwrap();
+        let t = k
+            .fetch(&TokenRequest::signed_jwt("https://iap.example.com/*").unwrap())
+            .await
+            .unwrap();
+        let dk = jsonwebtoken::DecodingKey::from_rsa_pem(PKCS1_PUB_PEM.as_bytes()).unwrap();
+        let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+        v.set_audience(&["https://iap.example.com/*"]);
+        let data = jsonwebtoken::decode::<signed_jwt::Claims>(t.value.expose(), &dk, &v).unwrap();
+        assert_eq!(data.claims.iss, "agent@proj.iam.gserviceaccount.com");
+        assert_eq!(data.claims.sub, data.claims.iss);
+        assert_eq!(data.header.kid.as_deref(), Some("test-key-id"));
+        assert_eq!(t.kind, TokenKind::Id);
+        assert!(t.remaining(SystemTime::now()) > Duration::from_secs(3590));
     }
 
     #[test]

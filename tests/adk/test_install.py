@@ -60,6 +60,7 @@ def test_importing_the_package_imports_neither_adk_nor_the_core_nor_httpx() -> N
         sorted(
             [
                 "AccessTokenAuth",
+                "IapJwtAuth",
                 "IdTokenAuth",
                 "ServiceAccountExchanger",
                 "__version__",

@@ -23,9 +23,11 @@ from google.adk.auth.auth_credential import (
 from .. import _native, errors
 from .._request import CLOUD_PLATFORM, origin_of
 from .install import install
-from .model import SCOPES_REQUIRED, SERVICE_ACCOUNT
+from .model import ADDITIONAL_HEADERS_SENT, SCOPES_REQUIRED, SERVICE_ACCOUNT
 
-__all__ = ["access_token_credential", "id_token_credential"]
+__all__ = ["access_token_credential", "iap_jwt_credential", "id_token_credential"]
+
+HEADERS: Final = ("Authorization", "X-Serverless-Authorization", "Proxy-Authorization")
 
 
 def id_token_credential(
@@ -35,20 +37,81 @@ def id_token_credential(
     impersonate: str | Sequence[str] | None = None,
     delegates: Sequence[str] = (),
     exact: bool = False,
+    header: str = "Authorization",
 ) -> AuthCredential:
     """See :func:`adk_token_exchange.id_token_credential`."""
-    if not isinstance(audience, str) or not audience.strip():
-        raise errors.ConfigurationError(
-            "audience is required: the URL of the receiving service"
-            " (e.g. 'https://my-service-xyz.a.run.app')"
-        )
+    _required(
+        audience,
+        "audience is required: the URL of the receiving service"
+        " (e.g. 'https://my-service-xyz.a.run.app')",
+    )
     aud = audience if exact else origin_of(audience)
-    fields: dict[str, Any] = {"use_id_token": True, "audience": aud}
+    return _identity_credential(aud, {}, header, service_account_key, impersonate, delegates)
+
+
+def iap_jwt_credential(
+    url: str,
+    *,
+    service_account_key: Any = None,
+    impersonate: str | Sequence[str] | None = None,
+    delegates: Sequence[str] = (),
+    exact: bool = False,
+    header: str = "Authorization",
+) -> AuthCredential:
+    """See :func:`adk_token_exchange.iap_jwt_credential`."""
+    from ..httpx_auth import iap_jwt_audience
+
+    _required(url, "url is required: the IAP-protected resource (e.g. 'https://app.example.com')")
+    aud = iap_jwt_audience(url, exact=exact)
+    signed = {"signed_jwt": True}
+    return _identity_credential(aud, signed, header, service_account_key, impersonate, delegates)
+
+
+def _required(value: Any, message: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise errors.ConfigurationError(message)
+
+
+def _identity_credential(
+    audience: str,
+    extra: dict[str, Any],
+    header: str,
+    service_account_key: Any,
+    impersonate: str | Sequence[str] | None,
+    delegates: Sequence[str],
+) -> AuthCredential:
+    """ADK's ``ServiceAccount(use_id_token=True, audience=...)`` plus our extras; installs."""
+    fields: dict[str, Any] = {
+        "use_id_token": True,
+        "audience": audience,
+        **extra,
+        **_header_field(header),
+    }
     if SCOPES_REQUIRED:
         fields["scopes"] = []
     sa = _service_account(service_account_key, impersonate, delegates, fields)
     install()
     return AuthCredential(auth_type=SERVICE_ACCOUNT, service_account=sa)
+
+
+def _header_field(header: str) -> dict[str, str]:
+    """The ``header`` extra (absent for ``Authorization``), checked against this ADK."""
+    if header not in HEADERS:
+        raise errors.ConfigurationError(
+            f"header must be one of {', '.join(HEADERS)}, not {header!r}: Authorization"
+            " for most services, X-Serverless-Authorization for Cloud Run (it leaves"
+            " Authorization to the service), Proxy-Authorization for IAP"
+        )
+    if header == "Authorization":
+        return {}
+    if not ADDITIONAL_HEADERS_SENT:
+        raise errors.ConfigurationError(
+            f"header={header!r} needs an ADK that sends a credential's additional headers"
+            " (google-adk 2.x); this one puts only Authorization on MCP requests. Use"
+            " StreamableHTTPConnectionParams(url=..., httpx_client_factory="
+            f"http_client_factory(IdTokenAuth(url, header={header!r}))) instead."
+        )
+    return {"header": header}
 
 
 def access_token_credential(

@@ -9,6 +9,7 @@ token. The memo from key to request lives in the core
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from .._request import CLOUD_PLATFORM
 from .errors import config_error, wrap_error
 
 __all__ = [
-    "CLOUD_PLATFORM",
+    "ADDITIONAL_HEADERS_SENT",
     "ID_TOKEN_FIELDS",
     "REQUEST_KEY",
     "SCOPES_REQUIRED",
@@ -43,6 +44,12 @@ __all__ = [
 ID_TOKEN_FIELDS: Final = "use_id_token" in ServiceAccount.model_fields
 SCOPES_REQUIRED: Final = ServiceAccount.model_fields["scopes"].is_required()
 SERVICE_ACCOUNT: Final = AuthCredentialTypes.SERVICE_ACCOUNT
+# ADK 2.x builds request headers in one place (auth/_auth_headers.py), which adds
+# a credential's additional_headers, as its MCP tools and A2A agents do; 1.x's
+# MCP tools put only Authorization on the request.
+ADDITIONAL_HEADERS_SENT: Final = (
+    importlib.util.find_spec("google.adk.auth._auth_headers") is not None
+)
 
 logger = logging.getLogger("adk_token_exchange")
 
@@ -62,8 +69,9 @@ or who pays is here; the rest (``auth_uri``, ``client_x509_cert_url``, ...)
 does not change the token."""
 
 
-def read_request(auth_credential: Any) -> TokenRequest:
-    """The core request ``auth_credential`` asks for (when its key is new).
+def read_request(auth_credential: Any) -> TokenRequest | tuple[TokenRequest, str]:
+    """The core request ``auth_credential`` asks for (when its key is new), and the
+    header the token goes in when that is not ``Authorization``.
 
     Raises:
       ConfigurationError: Missing or contradictory configuration; both our
@@ -78,6 +86,7 @@ def read_request(auth_credential: Any) -> TokenRequest:
     else:
         use_id_token = bool(_extra(sa, "use_id_token", "useIdToken"))
         audience = _extra(sa, "audience")
+    header = _extra(sa, "header")
     try:
         credentials = _credentials_for(sa)
         if use_id_token:
@@ -87,8 +96,15 @@ def read_request(auth_credential: Any) -> TokenRequest:
                     " URL of the receiving service (e.g. 'https://my-service-xyz.a.run.app'),"
                     " or use adk_token_exchange.id_token_credential(<service URL>)."
                 )
-            return credentials.id_token_request(audience)
-        return credentials.access_token_request(list(sa.scopes or ()) or [CLOUD_PLATFORM])
+            if _extra(sa, "signed_jwt", "signedJwt"):
+                request = credentials.signed_jwt_request(audience)
+            else:
+                request = credentials.id_token_request(audience)
+        else:
+            request = credentials.access_token_request(list(sa.scopes or ()) or [CLOUD_PLATFORM])
+        if header and header != "Authorization":
+            return request, str(header)
+        return request
     except errors.TokenExchangeError as exc:
         # A key or file the core refuses up front (bad PEM, a foreign
         # token_uri): ADK's error family too, like every fetch error.
@@ -164,20 +180,27 @@ def key_json(key_model: ServiceAccountCredential) -> str:
     return json.dumps(info)
 
 
-def build_result(token: Token) -> tuple[AuthCredential, ExchangeResult]:
+def build_result(token: Token, header: str | None = None) -> tuple[AuthCredential, ExchangeResult]:
     """ADK's bearer credential for ``token`` and the ``ExchangeResult`` around it.
 
     The shape ADK's own exchanger produces, with ``x-goog-user-project`` for
     access tokens when the credentials name a quota project. The core calls
-    this once per token and hands out the same objects until it expires.
+    this once per token (and ``header``) and hands out the same objects until
+    it expires. With ``header`` (``X-Serverless-Authorization``,
+    ``Proxy-Authorization``) the token is an additional header and
+    ``Authorization`` is left to the connection's own headers: ADK 2.x adds a
+    credential's ``additional_headers`` to the request.
     """
     quota_project = token.quota_project_id if token.kind == "access" else None
+    extra = {"x-goog-user-project": quota_project} if quota_project else {}
+    if header is not None:
+        extra[header] = "Bearer " + token.value
     credential = AuthCredential(
         auth_type=AuthCredentialTypes.HTTP,
         http=HttpAuth(
             scheme="bearer",
-            credentials=HttpCredentials(token=token.value),
-            additional_headers={"x-goog-user-project": quota_project} if quota_project else None,
+            credentials=HttpCredentials(token=None if header is not None else token.value),
+            additional_headers=extra or None,
         ),
     )
     return credential, ExchangeResult(credential, True)

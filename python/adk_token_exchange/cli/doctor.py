@@ -27,6 +27,7 @@ class DoctorReport:
     """Everything ``doctor`` found; rendered as text or JSON."""
 
     ok: bool = False
+    workload: dict[str, Any] | None = None
     credentials: dict[str, Any] | None = None
     token: dict[str, Any] | None = None
     federation: dict[str, Any] | None = None
@@ -56,6 +57,7 @@ def _doctor(args: argparse.Namespace, report: DoctorReport) -> None:
     if not args.verbose:  # the core's warnings (e.g. user credentials) become report warnings
         logging.getLogger("adk_token_exchange").setLevel(logging.ERROR)
     clear_cache()  # explain what a fresh process would see
+    _workload_findings(report)
     creds = credentials(args)
     if args.key:
         progress(f"doctor: reading {args.key} …")
@@ -78,6 +80,17 @@ def _doctor(args: argparse.Namespace, report: DoctorReport) -> None:
     report.federation = federation_report(info)
 
     audience: str | None = None
+    if getattr(args, "iap_jwt", False):
+        from ..httpx_auth import iap_jwt_audience
+
+        target = args.probe or args.audience
+        if not target:
+            raise TokenExchangeError("--iap-jwt needs --probe URL or --audience URL")
+        jwt_audience = iap_jwt_audience(target, exact=args.exact)
+        progress(f"doctor: signing a service-account JWT for {jwt_audience} …")
+        token = creds.signed_jwt_request(jwt_audience).blocking()
+        _finish(args, report, info, token, {"audience": jwt_audience}, jwt_audience)
+        return
     if args.audience:
         audience = audience_for(args.audience, exact=args.exact)
     elif args.probe:
@@ -102,7 +115,17 @@ def _doctor(args: argparse.Namespace, report: DoctorReport) -> None:
         report.federation["steps"] = federation_steps(
             report.federation, None, wanted_id_token=audience is not None
         )
+    _finish(args, report, info, token, requested, audience)
 
+
+def _finish(
+    args: argparse.Namespace,
+    report: DoctorReport,
+    info: Any,
+    token: Any,
+    requested: dict[str, Any],
+    audience: str | None,
+) -> None:
     now = time.time()
     claims = token.claims() or {}  # the core's one JWT reader; unverified, for display
     shown = {k: claims[k] for k in ("aud", "iss", "email", "sub", "azp", "exp") if k in claims}
@@ -145,6 +168,46 @@ def _doctor(args: argparse.Namespace, report: DoctorReport) -> None:
         )
         report.probe = asdict(result)
         report.ok = result.ok
+
+
+def _workload_findings(report: DoctorReport) -> None:
+    """Agent Identity and ADK's mTLS override: how they change the road, and what to grant."""
+    from .. import _workload
+
+    identity = _workload.agent_identity()
+    invoker = _workload.invoker_service_account()
+    mtls = _workload.adk_mtls_override()
+    report.workload = {
+        "agent_identity": identity,
+        "invoker_service_account": invoker,
+        "adk_mtls_override": mtls,
+    }
+    if identity is not None and invoker is None:
+        report.warnings.append(
+            f"Agent Identity detected ({identity}). Cloud Run does not accept the agent's own"
+            " principal as an invoker, so its ID tokens get 401/403. Name an invoker service"
+            f" account: {_workload.INVOKER_VAR}=SA_EMAIL (or impersonate='SA_EMAIL'), then grant"
+            " the agent's principal roles/iam.serviceAccountTokenCreator on SA_EMAIL and"
+            " SA_EMAIL roles/run.invoker on the service:\n"
+            "gcloud iam service-accounts add-iam-policy-binding SA_EMAIL"
+            " --member=AGENT_PRINCIPAL --role=roles/iam.serviceAccountTokenCreator\n"
+            "gcloud run services add-iam-policy-binding SERVICE --region=REGION"
+            " --member=serviceAccount:SA_EMAIL --role=roles/run.invoker"
+        )
+    elif identity is not None:
+        report.warnings.append(
+            f"Agent Identity detected ({identity}): ID tokens are minted as {invoker}"
+            f" ({_workload.INVOKER_VAR}), with the metadata server's access token. The agent's"
+            f" principal needs roles/iam.serviceAccountTokenCreator on {invoker}, and {invoker}"
+            " roles/run.invoker on the service (IAP: roles/iap.httpsResourceAccessor)."
+        )
+    if mtls is not None:
+        report.warnings.append(
+            f"ADK replaces an MCP httpx_client_factory with its own mTLS transport here ({mtls}):"
+            " http_client_factory(IdTokenAuth(url)) would send no token. Set"
+            f" {_workload.USE_CLIENT_CERTIFICATE_VAR}=false for the agent, or use"
+            " auth_credential=id_token_credential(url)."
+        )
 
 
 def _render_doctor(report: DoctorReport, out: Any) -> None:

@@ -157,12 +157,23 @@ def explain_probe(
             )
             fix.append(f"adk-token-exchange doctor --impersonate SA_EMAIL --probe {url}")
             fix.append(f'In ADK: id_token_credential("{expected}", impersonate="SA_EMAIL")')
+        elif result.iap and _is_service_account_jwt(claims):
+            wanted = url.rstrip("/*") + "/*"
+            say.append(
+                f"Cause: IAP refused the service-account JWT (aud={aud}). IAP wants iss = sub ="
+                f" the service account, aud = the resource URL or a /* wildcard over it"
+                f" ({wanted}), and at most one hour between iat and exp."
+            )
+            fix.append(f"adk-token-exchange doctor --iap-jwt --impersonate SA_EMAIL --probe {url}")
         elif result.iap:
             say.append(
-                f"Cause: probably the audience. IAP expects aud to be its OAuth client id"
-                f" (or the audience configured for IAP); the token has aud={aud}."
+                f"Cause: probably the audience. IAP expects an ID token's aud to be its OAuth"
+                f" client id (not the service URL, which is Cloud Run's audience); the token"
+                f" has aud={aud}. Without an OAuth client, IAP also takes a service-account JWT"
+                " (IapJwtAuth, --iap-jwt)."
             )
-            fix.append("adk-token-exchange id-token --exact --audience IAP_CLIENT_ID")
+            fix.append("adk-token-exchange doctor --exact --audience IAP_CLIENT_ID --probe " + url)
+            fix.append(f"adk-token-exchange doctor --iap-jwt --impersonate SA_EMAIL --probe {url}")
         elif aud != expected:
             say.append(
                 f"Cause: wrong audience. The token has aud={aud}, but a service at this URL"
@@ -186,7 +197,9 @@ def explain_probe(
         )
         if result.iap:
             say.append(
-                "Grant it the IAP-secured Web App User role (roles/iap.httpsResourceAccessor):"
+                "IAP checked the token and its audience; the principal is not on the"
+                " resource's allow-list. Grant it the IAP-secured Web App User role"
+                " (roles/iap.httpsResourceAccessor):"
             )
         else:
             say.append(
@@ -219,6 +232,16 @@ def explain_probe(
             " for instance, expects a POST, not a GET)."
         )
     return result
+
+
+def _is_service_account_jwt(claims: dict[str, Any]) -> bool:
+    """A JWT a service account signed itself: ``iss`` = ``sub``, not Google's issuer."""
+    iss = claims.get("iss")
+    return (
+        isinstance(iss, str)
+        and iss == claims.get("sub")
+        and iss not in ("https://accounts.google.com", "accounts.google.com")
+    )
 
 
 def _ago(seconds: float) -> str:

@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="call this URL with the token and explain the answer (implies --audience URL)",
     )
     doctor.add_argument(
+        "--iap-jwt",
+        action="store_true",
+        help="for IAP without an OAuth client: a service-account JWT for URL/* instead of an"
+        " ID token (a key file, or --impersonate the signing account)",
+    )
+    doctor.add_argument(
         "--timeout",
         type=float,
         default=PROBE_TIMEOUT_SECONDS,

@@ -24,9 +24,16 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._mcp_compat import CALLER_STATE_KEY, build_mcp_app
+from .app_side import AppAuthorization, McpSessionLog
 from .emulator import CLOUD_PLATFORM_SCOPE, GoogleEmulator, InvalidIdToken
 
-__all__ = ["AuthDecision", "ProtectedMcpServer", "ProtectedRestServer"]
+__all__ = [
+    "SIGNATURE_REMOVED",
+    "AuthDecision",
+    "ProtectedMcpServer",
+    "ProtectedRestServer",
+    "strip_signature",
+]
 
 _Scope = MutableMapping[str, Any]
 _Message = MutableMapping[str, Any]
@@ -53,6 +60,9 @@ class AuthDecision:
     """Verified principal (ID token ``email``/``sub``, or access token principal)."""
     time: float
     """``time.time()`` of the decision."""
+    header: str | None = None
+    """The header the checked token came in (``authorization``,
+    ``x-serverless-authorization``, ``proxy-authorization``), if any."""
 
 
 @dataclass(frozen=True)
@@ -75,22 +85,39 @@ class _BearerGate:
         verify: Callable[[str | None], _Verdict],
         record: Callable[[AuthDecision], None],
         public_paths: Iterable[str] = (),
+        *,
+        token_headers: tuple[bytes, ...] = (b"authorization",),
+        strip_signature: bool = False,
+        refusal_headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         self._app = app
         self._verify = verify
         self._record = record
         self._public = frozenset(public_paths)
+        # The first of these headers present carries the token (Cloud Run:
+        # X-Serverless-Authorization, then Authorization; IAP: Proxy-Authorization
+        # first); the others pass to the app untouched.
+        self._token_headers = token_headers
+        self._strip_signature = strip_signature
+        self._refusal_headers = refusal_headers
 
     async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         if scope["type"] != "http" or scope.get("path") in self._public:
             await self._app(scope, receive, send)
             return
-        token = None
-        for name, value in scope.get("headers", []):
-            if name.lower() == b"authorization":
-                auth_scheme, _, credentials = value.decode("latin-1").partition(" ")
+        present = {
+            name.lower(): value
+            for name, value in scope.get("headers", [])
+            if name.lower() in self._token_headers
+        }
+        token = header = None
+        for name in self._token_headers:
+            if name in present:
+                header = name
+                auth_scheme, _, credentials = present[name].decode("latin-1").partition(" ")
                 if auth_scheme.lower() == "bearer" and credentials.strip():
                     token = credentials.strip()
+                break
         verdict = self._verify(token)
         self._record(
             AuthDecision(
@@ -102,14 +129,30 @@ class _BearerGate:
                 audience=verdict.audience,
                 email=verdict.email,
                 time=time.time(),
+                header=None if header is None else header.decode("latin-1"),
             )
         )
         if verdict.accepted:
             scope = dict(scope)
             scope["state"] = {**(scope.get("state") or {}), CALLER_STATE_KEY: verdict.email}
+            if self._strip_signature and header is not None and token is not None:
+                # Cloud Run forwards the token it checked without its signature.
+                forwarded = f"Bearer {strip_signature(token)}".encode("latin-1")
+                scope["headers"] = [
+                    (name, forwarded if name.lower() == header else value)
+                    for name, value in scope.get("headers", [])
+                ]
+            if header == b"proxy-authorization":
+                # The proxy consumed it: Google's front ends drop Proxy-Authorization
+                # (documented for Cloud Functions; inferred for IAP).
+                scope["headers"] = [
+                    (name, value)
+                    for name, value in scope.get("headers", [])
+                    if name.lower() != header
+                ]
             await self._app(scope, receive, send)
             return
-        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), *self._refusal_headers]
         challenge = verdict.challenge
         if challenge is None and verdict.status == 401:
             challenge = f'Bearer error="invalid_token", error_description="{verdict.reason}"'
@@ -145,14 +188,23 @@ class _UvicornThread:
     def running(self) -> bool:
         return self._server is not None
 
+    def bind(self) -> int:
+        """Bind ``127.0.0.1:0`` now (an app that names its own URL needs the port)."""
+        if self._socket is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            self._socket = sock
+            self.port = sock.getsockname()[1]
+        return self.port
+
     def start(self, app: _ASGIApp) -> None:
         import uvicorn
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        self.port = sock.getsockname()[1]
+        self.bind()
+        sock = self._socket
+        assert sock is not None
         config = uvicorn.Config(
             app,
             loop="asyncio",
@@ -209,6 +261,7 @@ class _ProtectedServer:
     def start(self: _ServerT) -> _ServerT:
         """Serve on ``127.0.0.1`` (ephemeral port) in a background thread; returns ``self``."""
         if not self._runner.running:
+            self._runner.bind()
             self._runner.start(self._build_app())
         return self
 
@@ -270,6 +323,13 @@ class ProtectedMcpServer(_ProtectedServer):
     token is refused the same way. With ``allowed_invokers``, a valid token of
     anyone else gets 403, as without ``roles/run.invoker``.
 
+    As on Cloud Run, the token may come in ``X-Serverless-Authorization``
+    instead; when it does, that one is checked and ``Authorization`` is left
+    to the app (see ``app_token``). The checked header is forwarded with its
+    signature replaced by ``SIGNATURE_REMOVED_BY_GOOGLE``. :attr:`sessions`
+    counts the MCP sessions clients open; :attr:`app` records what reached
+    the app.
+
     Args:
         emulator: Whose signing key makes an ID token valid.
         extra_audiences: Also accepted ``aud`` values: Cloud Run custom
@@ -280,7 +340,15 @@ class ProtectedMcpServer(_ProtectedServer):
         stateless: Serve MCP statelessly (no session id), as on a
             multi-instance Cloud Run service.
         json_response: Answer POSTs with JSON instead of an SSE stream.
+        app_token: The app does its own auth too: behind the gate it requires
+            ``Authorization: Bearer <app_token>`` (as an MCP server with its
+            own OAuth would), so the Google token must come in
+            ``X-Serverless-Authorization``.
     """
+
+    _token_headers: tuple[bytes, ...] = (b"x-serverless-authorization", b"authorization")
+    _strip_signature = True
+    _refusal_headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(
         self,
@@ -291,6 +359,7 @@ class ProtectedMcpServer(_ProtectedServer):
         stateless: bool = True,
         json_response: bool = False,
         name: str = "protected-mcp",
+        app_token: str | None = None,
     ) -> None:
         super().__init__(emulator)
         self.extra_audiences = list(extra_audiences)
@@ -298,6 +367,10 @@ class ProtectedMcpServer(_ProtectedServer):
         self._stateless = stateless
         self._json_response = json_response
         self._name = name
+        self.sessions = McpSessionLog()
+        """MCP sessions opened at the app (``initialize`` requests)."""
+        self.app = AppAuthorization(app_token)
+        """What reached the app behind the gate, and its own auth check."""
 
     @property
     def url(self) -> str:
@@ -309,11 +382,22 @@ class ProtectedMcpServer(_ProtectedServer):
         """The ``aud`` Cloud Run expects: the service URL's origin."""
         return self.origin
 
-    def _build_app(self) -> _ASGIApp:
+    def _inner_app(self) -> _ASGIApp:
+        """The service behind the gate: the MCP app, its sessions counted."""
         app = build_mcp_app(
             self._name, stateless=self._stateless, json_response=self._json_response
         )
-        return _BearerGate(app, self._verify, self._record)
+        return self.sessions.wrap(app)
+
+    def _build_app(self) -> _ASGIApp:
+        return _BearerGate(
+            self.app.wrap(self._inner_app()),
+            self._verify,
+            self._record,
+            token_headers=self._token_headers,
+            strip_signature=self._strip_signature,
+            refusal_headers=self._refusal_headers,
+        )
 
     def _verify(self, token: str | None) -> _Verdict:
         if token is None:
@@ -462,6 +546,18 @@ async def _send_json(send: _Send, status: int, payload: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
+"""What Cloud Run puts in place of the signature of a token it verified and forwards."""
+
+
+def strip_signature(token: str) -> str:
+    """``header.payload.SIGNATURE_REMOVED_BY_GOOGLE``: the token as Cloud Run forwards it,
+    readable by the service but never valid again."""
+    head, _, rest = token.partition(".")
+    payload = rest.partition(".")[0]
+    return f"{head}.{payload}.{SIGNATURE_REMOVED}"
 
 
 def _unverified_audience(token: str) -> str | None:

@@ -417,6 +417,9 @@ impl TokenSource for StsExchange {
                 TokenRequest::Id { .. } => {
                     Err(missing_impersonation(&self.origin, &self.federation))
                 }
+                TokenRequest::SignedJwt { .. } => Err(super::signed_jwt::cannot_sign(
+                    "a workload identity federation credential",
+                )),
             }
         })
     }

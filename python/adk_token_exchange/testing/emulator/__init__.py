@@ -8,7 +8,8 @@ impersonation URL at it. One module per Google service:
 
 - :mod:`.oauth`: ``POST /token``, JWT-bearer and refresh-token grants;
 - :mod:`.metadata`: ``/`` and ``/computeMetadata/v1/...``;
-- :mod:`.iam`: IAM Credentials ``generateAccessToken`` / ``generateIdToken``;
+- :mod:`.iam`: IAM Credentials ``generateAccessToken`` / ``generateIdToken``,
+  and ``signBlob`` / ``signJwt`` (:mod:`.signing`);
 - :mod:`.certs`: ``/oauth2/v3/certs`` (JWK set) and ``/oauth2/v1/certs`` (PEM map);
 - :mod:`.iap`: IAP's key set ``/iap/verify/public_key-jwk`` (ES256); the
   assertions IAP adds to requests come from :meth:`GoogleEmulator.issue_iap_assertion`;
@@ -30,8 +31,7 @@ Every ID token is RS256, signed by the emulator's own "Google" key and carries
 ``iss = https://accounts.google.com``. Every access token is remembered, so a
 protected test server can check it in-process (:meth:`GoogleEmulator.access_token_info`).
 Faults (errors, arbitrary bodies, latency, hangs) can be injected per endpoint,
-and every request and TCP connection is counted. ``signBlob`` and ``signJwt``
-are not emulated yet.
+and every request and TCP connection is counted. ``signBlob`` is not emulated.
 
 It never uses this package's Rust core: it is the other side of the wire.
 
@@ -65,7 +65,7 @@ from urllib.parse import quote
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import keys
+from . import keys, signing
 from .accounts import Accounts, AuthorizedUser, ServiceAccount
 from .aws_metadata import AWS_METADATA_PATH, AwsInstanceMetadata
 from .certs import JWKS_PATH, PEM_CERTS_PATH, X509_PATH, Certs
@@ -343,7 +343,8 @@ class GoogleEmulator:
         self._state.certs_max_age = seconds
 
     def iam_url(self, email: str, method: str = "generateAccessToken") -> str:
-        """IAM Credentials URL for ``email`` (``generateAccessToken`` or ``generateIdToken``)."""
+        """IAM Credentials URL for ``email`` (``generateAccessToken``, ``generateIdToken``,
+        ``signBlob`` or ``signJwt``)."""
         return f"{self.url}{IAM_PATH}-/serviceAccounts/{email}:{method}"
 
     # -- identities ------------------------------------------------------------------
@@ -847,6 +848,20 @@ class GoogleEmulator:
             InvalidIdToken: with a short ``reason``.
         """
         return self._state.mint.verify_id_token(token, audience)
+
+    def verify_service_account_jwt(
+        self, token: str, audience: str | Sequence[str], *, max_lifetime: int = 3600
+    ) -> dict[str, Any]:
+        """Check a JWT a service account signed (with its key, or IAM ``signJwt``) as IAP
+        does; return its claims. See :func:`.signing.verify_service_account_jwt`.
+
+        Raises:
+            InvalidIdToken: with a short ``reason``.
+        """
+        audiences = [audience] if isinstance(audience, str) else list(audience)
+        return signing.verify_service_account_jwt(
+            self._state, token, audiences, max_lifetime=max_lifetime
+        )
 
     # -- fault injection -------------------------------------------------------------
 

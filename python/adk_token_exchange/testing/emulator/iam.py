@@ -5,7 +5,8 @@ impersonation), https://cloud.google.com/iam/docs/reference/credentials/rest.
 access token as bearer; each hop of ``[caller, *delegates, target]`` needs
 the Token Creator grant (everyone has it until
 :meth:`GoogleEmulator.restrict_impersonation`). ``signBlob`` and ``signJwt``
-are not emulated.
+sign with the target's Google-managed key (:mod:`.signing`), whose certificate
+``/robot/v1/metadata/x509/{email}`` publishes, as IAP reads it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
+from . import signing
 from .minting import CLOUD_PLATFORM_SCOPE
 from .records import EndpointKind, RequestRecord
 from .server import Request, Response
@@ -25,10 +27,12 @@ __all__ = ["IAM_PATH", "IamCredentials"]
 
 IAM_PATH = "/v1/projects/"
 _IAM_SCOPE = "https://www.googleapis.com/auth/iam"
-_METHODS = ("generateAccessToken", "generateIdToken")
+_METHODS = ("generateAccessToken", "generateIdToken", "signBlob", "signJwt")
 _PERMISSIONS = {
     "generateAccessToken": "iam.serviceAccounts.getAccessToken",
     "generateIdToken": "iam.serviceAccounts.getOpenIdToken",
+    "signBlob": "iam.serviceAccounts.signBlob",
+    "signJwt": "iam.serviceAccounts.signJwt",
 }
 _UNAUTHENTICATED = (
     "Request had invalid authentication credentials. Expected OAuth 2 access "
@@ -79,6 +83,8 @@ class IamCredentials(Service):
             )
         if method == "generateAccessToken":
             return self._generate_access_token(target, body, record)
+        if method in ("signBlob", "signJwt"):
+            return signing.serve(self.state, method, target, body, record)
         return self._generate_id_token(target, body, record)
 
     def _caller(self, request: Request, record: RequestRecord) -> str:
