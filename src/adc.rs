@@ -128,8 +128,11 @@ pub async fn application_default(impersonation: Option<Impersonation>) -> Result
                 // Agent Identity: ID tokens as the invoker account (an explicit
                 // impersonation wins); see sources/agent_identity.rs.
                 (None, Some(why)) => {
-                    let ai =
-                        AgentIdentity::new(Arc::new(md), agent_identity::invoker_from_env(), why)?;
+                    let ai = AgentIdentity::new(
+                        CachedSource::wrap(Arc::new(md)),
+                        agent_identity::invoker_from_env(),
+                        why,
+                    )?;
                     steps.push(ai.step());
                     Arc::new(ai)
                 }

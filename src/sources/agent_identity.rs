@@ -39,7 +39,6 @@ use std::sync::Arc;
 
 use super::impersonated::{ImpersonatedServiceAccount, Impersonation};
 use super::{BoxFuture, SourceDescription, TokenSource};
-use crate::cache::CachedSource;
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::request::TokenRequest;
@@ -85,13 +84,14 @@ pub struct AgentIdentity {
 
 impl AgentIdentity {
     /// `metadata` on a workload detected (`why`) to have Agent Identity;
-    /// ID tokens as `invoker` when given.
+    /// ID tokens as `invoker` when given. The caller passes `metadata` with
+    /// its tokens cached (`adc.rs` wraps it in `cache::CachedSource`): its
+    /// access token authenticates every IAM call.
     pub fn new(
         metadata: Arc<dyn TokenSource>,
         invoker: Option<String>,
         why: String,
     ) -> Result<Self> {
-        let metadata = CachedSource::wrap(metadata);
         let invoker = invoker
             .map(|email| {
                 ImpersonatedServiceAccount::new(Arc::clone(&metadata), Impersonation::new(email))
