@@ -16,6 +16,7 @@ pub mod identity;
 pub mod process;
 pub mod request;
 pub mod sources;
+pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod token;
@@ -33,6 +34,8 @@ mod _native {
     };
     #[pymodule_export]
     use crate::bindings::exchanger::ServiceAccountExchanger;
+    #[pymodule_export]
+    use crate::bindings::telemetry::{set_fetch_observer, telemetry_counters};
     #[pymodule_export]
     use crate::bindings::{clear_cache, configure, reset_application_default};
 
