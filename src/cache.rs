@@ -318,15 +318,14 @@ impl TokenCache {
                 ),
             };
             let outcome = cache.store(&request, fetched, started.elapsed());
-            telemetry::fetch_finished(
-                outcome.as_ref().map(drop),
-                &request,
-                started_at,
-                attempts,
-                || cache.source.describe().kind.as_str(),
-            );
+            let class = outcome.as_ref().map(drop).map_err(Error::class);
+            telemetry::fetch_counted(class);
             // Nobody waiting is fine: a background refresh has no waiters.
             let _ = tx.send(Some(outcome));
+            // After the waiters have their token: a span never delays them.
+            telemetry::fetch_observed(class, &request, started_at, attempts, || {
+                cache.source.describe().kind.as_str()
+            });
         });
         rx
     }

@@ -56,6 +56,11 @@ except errors.TokenExchangeError:
     pass
 out = {"tokens": tokens, "counters": list(_native.telemetry_counters())}
 if configured:
+    # Spans are recorded after the waiters got their answer: wait (bounded) for all 3.
+    import time
+    deadline = time.monotonic() + 10
+    while len(exporter.get_finished_spans()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     out["spans"] = [
         {
             "name": s.name,
