@@ -262,18 +262,23 @@ fn load_file(
     with_impersonation(source, impersonation)
 }
 
+/// Why a credential file could not be read, as the user fixes it. A function
+/// of the error alone, so every platform's answer (a Windows ACL, a Unix mode,
+/// which root never sees) is tested on any host.
+fn file_read_error(origin: &str, e: &std::io::Error) -> Error {
+    Error::Config(match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("{origin}: the file does not exist; fix the path or unset it")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{origin}: the file cannot be read (permission denied)")
+        }
+        _ => format!("{origin}: the file cannot be read ({e})"),
+    })
+}
+
 fn read_credential_file(path: &Path, origin: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let io_error = |e: std::io::Error| {
-        Error::Config(match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                format!("{origin}: the file does not exist; fix the path or unset it")
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                format!("{origin}: the file cannot be read (permission denied)")
-            }
-            _ => format!("{origin}: the file cannot be read ({e})"),
-        })
-    };
+    let io_error = |e: std::io::Error| file_read_error(origin, &e);
     let meta = std::fs::metadata(path).map_err(io_error)?;
     if meta.is_dir() {
         return Err(Error::Config(format!(
@@ -680,6 +685,24 @@ mod tests {
                 "{platform:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unreadable_credential_file_says_permission_denied_on_any_platform() {
+        // Tests run as root on CI, where chmod 000 changes nothing: simulate
+        // the error a Windows ACL or a Unix mode gives.
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = file_read_error("GOOGLE_APPLICATION_CREDENTIALS=C:\\keys\\k.json", &denied);
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .ends_with("k.json: the file cannot be read (permission denied)"),
+            "{e}"
+        );
+        let other = std::io::Error::other("sharing violation");
+        assert!(file_read_error("k.json", &other)
+            .to_string()
+            .contains("cannot be read (sharing violation)"));
     }
 
     #[test]
