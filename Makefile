@@ -20,8 +20,9 @@ format: ## Format Rust and Python
 lint: build-dev ## cargo fmt --check, clippy -D warnings, ruff, mypy --strict, stubtest
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests bench
-	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/ruff check python tests bench scripts/matrix scripts/test-installed
+	$(VENV)/bin/ruff format --check python tests bench scripts/matrix scripts/test-installed
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/mypy --strict python
 	$(PY) -m mypy.stubtest adk_token_exchange._native
 

@@ -186,14 +186,32 @@ pub fn application_default_key(impersonation: Option<&Impersonation>) -> String 
 /// gcloud's ADC file path: `$CLOUDSDK_CONFIG/…`, else `~/.config/gcloud/…`
 /// (`%APPDATA%\gcloud\…` on Windows). `None` without any of those variables.
 pub fn well_known_file() -> Option<PathBuf> {
-    let non_empty = |var: &str| {
-        std::env::var_os(var)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
+    let platform = if cfg!(windows) {
+        Platform::Windows
+    } else {
+        Platform::Unix
     };
+    well_known_file_on(platform, |var| std::env::var_os(var))
+}
+
+/// The operating-system families whose gcloud configuration directory differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    Unix,
+    Windows,
+}
+
+/// [`well_known_file`] for `platform`, reading variables through `var`: a
+/// pure function, so each platform's choice is tested on any host. Empty
+/// variables count as unset, as gcloud does.
+pub fn well_known_file_on(
+    platform: Platform,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let non_empty = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     let dir = match non_empty(CLOUDSDK_CONFIG_VAR) {
         Some(dir) => dir,
-        None if cfg!(windows) => non_empty("APPDATA")?.join("gcloud"),
+        None if platform == Platform::Windows => non_empty("APPDATA")?.join("gcloud"),
         None => non_empty("HOME")?.join(".config").join("gcloud"),
     };
     Some(dir.join(WELL_KNOWN_FILE))
@@ -262,18 +280,23 @@ fn load_file(
     with_impersonation(source, impersonation)
 }
 
+/// Why a credential file could not be read, as the user fixes it. A function
+/// of the error alone, so every platform's answer (a Windows ACL, a Unix mode,
+/// which root never sees) is tested on any host.
+fn file_read_error(origin: &str, e: &std::io::Error) -> Error {
+    Error::Config(match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("{origin}: the file does not exist; fix the path or unset it")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{origin}: the file cannot be read (permission denied)")
+        }
+        _ => format!("{origin}: the file cannot be read ({e})"),
+    })
+}
+
 fn read_credential_file(path: &Path, origin: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let io_error = |e: std::io::Error| {
-        Error::Config(match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                format!("{origin}: the file does not exist; fix the path or unset it")
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                format!("{origin}: the file cannot be read (permission denied)")
-            }
-            _ => format!("{origin}: the file cannot be read ({e})"),
-        })
-    };
+    let io_error = |e: std::io::Error| file_read_error(origin, &e);
     let meta = std::fs::metadata(path).map_err(io_error)?;
     if meta.is_dir() {
         return Err(Error::Config(format!(
@@ -731,6 +754,79 @@ mod tests {
         assert!(e.to_string().contains("limit 1 MiB"), "{e}");
         let e = from_file(&dir.0.join("nope.json"), None).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.into())
+    }
+
+    #[test]
+    fn gclouds_file_is_under_appdata_on_windows_and_home_elsewhere() {
+        let env = vars(&[
+            ("HOME", "/home/dev"),
+            ("APPDATA", r"C:\Users\dev\AppData\Roaming"),
+        ]);
+        let windows = well_known_file_on(Platform::Windows, &env).unwrap();
+        assert!(
+            windows.starts_with(r"C:\Users\dev\AppData\Roaming"),
+            "{windows:?}"
+        );
+        assert!(
+            windows.ends_with(Path::new("gcloud").join(WELL_KNOWN_FILE)),
+            "{windows:?}"
+        );
+        let unix = well_known_file_on(Platform::Unix, &env).unwrap();
+        assert_eq!(
+            unix,
+            Path::new("/home/dev/.config/gcloud").join(WELL_KNOWN_FILE)
+        );
+    }
+
+    #[test]
+    fn cloudsdk_config_wins_on_every_platform() {
+        let env = vars(&[
+            ("HOME", "/home/dev"),
+            ("APPDATA", r"C:\Users\dev\AppData\Roaming"),
+            (CLOUDSDK_CONFIG_VAR, "/etc/gcloud-config"),
+        ]);
+        for platform in [Platform::Unix, Platform::Windows] {
+            assert_eq!(
+                well_known_file_on(platform, &env).unwrap(),
+                Path::new("/etc/gcloud-config").join(WELL_KNOWN_FILE),
+                "{platform:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_credential_file_says_permission_denied_on_any_platform() {
+        // Tests run as root on CI, where chmod 000 changes nothing: simulate
+        // the error a Windows ACL or a Unix mode gives.
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = file_read_error("GOOGLE_APPLICATION_CREDENTIALS=C:\\keys\\k.json", &denied);
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .ends_with("k.json: the file cannot be read (permission denied)"),
+            "{e}"
+        );
+        let other = std::io::Error::other("sharing violation");
+        assert!(file_read_error("k.json", &other)
+            .to_string()
+            .contains("cannot be read (sharing violation)"));
+    }
+
+    #[test]
+    fn windows_ignores_home_and_empty_variables_count_as_unset() {
+        // gcloud on Windows never looks at HOME (set by Git Bash and MSYS).
+        let only_home = vars(&[("HOME", "/c/Users/dev"), ("APPDATA", "")]);
+        assert_eq!(well_known_file_on(Platform::Windows, &only_home), None);
+        let empty = vars(&[(CLOUDSDK_CONFIG_VAR, ""), ("HOME", "")]);
+        assert_eq!(well_known_file_on(Platform::Unix, &empty), None);
     }
 
     #[cfg(unix)]

@@ -39,6 +39,7 @@ use crate::identity::Identity;
 use crate::process::PerProcess;
 use crate::request::TokenRequest;
 use crate::sources::{BoxFuture, SourceDescription, TokenSource};
+use crate::telemetry;
 use crate::token::Token;
 
 /// Requests remembered per credential.
@@ -205,6 +206,7 @@ impl TokenCache {
         let refreshing =
             now >= cached.refresh_at && self.refresh_in_background(slot, request, now, &rt());
         drop(slots);
+        telemetry::hit();
         if refreshing {
             self.log_refresh(request);
         }
@@ -223,12 +225,14 @@ impl TokenCache {
                     let refreshing = now >= cached.refresh_at
                         && self.refresh_in_background(slot, request, now, rt);
                     drop(slots);
+                    telemetry::hit();
                     if refreshing {
                         self.log_refresh(request);
                     }
                     return Ok(token);
                 }
             }
+            telemetry::miss();
             match &slot.inflight {
                 Some(rx) if slot.fetching() => rx.clone(),
                 _ => self.start_fetch(slot, request, rt),
@@ -274,6 +278,7 @@ impl TokenCache {
             return false;
         }
         drop(self.start_fetch(slot, request, rt));
+        telemetry::refresh();
         true
     }
 
@@ -293,21 +298,34 @@ impl TokenCache {
             let source = Arc::clone(&cache.source);
             let req = request.clone();
             let started = std::time::Instant::now();
+            let started_at = SystemTime::now();
             // The fetch runs as its own task so that a panic in it becomes an
             // error for the waiters instead of a silently dropped sender.
-            let fetched = match fetch_rt
-                .spawn(async move { source.fetch(&req).await })
+            let (fetched, attempts) = match fetch_rt
+                .spawn(async move { telemetry::count_attempts(source.fetch(&req)).await })
                 .await
             {
-                Ok(result) => result,
-                Err(e) if e.is_panic() => Err(Error::Internal(
-                    "a panic occurred while fetching a token (a bug: please report it)".into(),
-                )),
-                Err(_) => Err(Error::Internal("the token fetch was cancelled".into())),
+                Ok(counted) => counted,
+                Err(e) if e.is_panic() => (
+                    Err(Error::Internal(
+                        "a panic occurred while fetching a token (a bug: please report it)".into(),
+                    )),
+                    0,
+                ),
+                Err(_) => (
+                    Err(Error::Internal("the token fetch was cancelled".into())),
+                    0,
+                ),
             };
             let outcome = cache.store(&request, fetched, started.elapsed());
+            let class = outcome.as_ref().map(drop).map_err(Error::class);
+            telemetry::fetch_counted(class);
             // Nobody waiting is fine: a background refresh has no waiters.
             let _ = tx.send(Some(outcome));
+            // After the waiters have their token: a span never delays them.
+            telemetry::fetch_observed(class, &request, started_at, attempts, || {
+                cache.source.describe().kind.as_str()
+            });
         });
         rx
     }

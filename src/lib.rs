@@ -18,6 +18,7 @@ pub mod identity;
 pub mod process;
 pub mod request;
 pub mod sources;
+pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod token;
@@ -26,7 +27,13 @@ pub mod verify;
 use pyo3::prelude::*;
 
 /// The Rust core of adk-token-exchange (see `adk_token_exchange._native.pyi`).
-#[pymodule]
+///
+/// `gil_used = true`, truthfully: the request memo (`bindings/exchanger.rs`)
+/// evicts with a check-then-delete sequence that only the GIL makes atomic.
+/// The released wheels are abi3, which free-threaded CPython cannot load
+/// anyway; this matters for a source build on a free-threaded interpreter,
+/// which then runs with the GIL enabled (and says so) instead of racing.
+#[pymodule(gil_used = true)]
 mod _native {
     #[pymodule_export]
     use crate::bindings::awaitable::Coroutine;
@@ -36,6 +43,8 @@ mod _native {
     };
     #[pymodule_export]
     use crate::bindings::exchanger::{ModelKey, ServiceAccountExchanger};
+    #[pymodule_export]
+    use crate::bindings::telemetry::{set_fetch_observer, telemetry_counters};
     #[pymodule_export]
     use crate::bindings::verifier::PyTokenVerifier;
     #[pymodule_export]

@@ -21,6 +21,8 @@ __all__ = [
     "configure",
     "impersonation_chain",
     "reset_application_default",
+    "set_fetch_observer",
+    "telemetry_counters",
 ]
 
 __version__: str
@@ -324,3 +326,16 @@ class TokenVerifier:
     def allowed_emails(self) -> list[str] | None: ...
     @property
     def allowed_domains(self) -> list[str] | None: ...
+
+def telemetry_counters() -> tuple[int, int, int, int, int]:
+    """``(hits, misses, refreshes, fetches_ok, fetches_failed)`` since the process started."""
+
+def set_fetch_observer(
+    observer: Callable[[tuple[int, int, int, str, str, str, str | None]], object] | None,
+) -> None:
+    """Call ``observer(record)`` after every upstream fetch (``None`` removes it).
+
+    ``record`` is ``(start_ns, end_ns, attempts, outcome, source_kind, token_kind,
+    audience_origin)``; it never holds a token. ``adk_token_exchange._telemetry``
+    installs the OpenTelemetry one.
+    """

@@ -13,6 +13,7 @@
 pub mod awaitable;
 pub mod credentials;
 pub mod exchanger;
+pub mod telemetry;
 pub mod verifier;
 
 use pyo3::exceptions::PyValueError;
@@ -108,7 +109,7 @@ pub fn init_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kwargs.set_item("after_in_child", after_fork)?;
     py.import("os")?
         .call_method("register_at_fork", (), Some(&kwargs))?;
-    Ok(())
+    telemetry::init(m)
 }
 
 #[cfg(test)]

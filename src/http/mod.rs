@@ -251,6 +251,7 @@ pub async fn send_with(call: &Call, s: &Settings, budget: Duration) -> Result<Re
             });
         }
         let attempt_budget = retry::attempt_budget(attempt, max_attempts, remaining);
+        crate::telemetry::attempted();
         let began = Instant::now();
         let outcome = attempt_once(&client, call, attempt_budget).await;
         let took = began.elapsed().as_millis();

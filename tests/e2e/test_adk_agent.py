@@ -410,11 +410,12 @@ async def test_uninstall_gives_the_service_account_back_to_adk(
     adk_token_exchange.uninstall()
 
     if ADK_HAS_ID_TOKEN_FIELDS:
-        # ADK >= 1.26 mints the ID token itself: its own request (ours would
-        # have come from our cache), same outcome.
+        # ADK >= 1.26 mints the ID token itself: its own requests (ours would
+        # have come from our cache), same outcome. How many depends on ADK:
+        # one per run on 2.8+, one per exchange on 1.26-2.5 (scripts/matrix).
         second = await run_once(mcp_agent(protected_mcp.url, credential))
         assert second.answer == greeting(emulator.metadata_service_account)
-        assert len(identity_requests(emulator)) == ours + 1
+        assert len(identity_requests(emulator)) > ours
     else:
         # ADK 1.24.1 ignores use_id_token: an access token, refused (#4458).
         protected_mcp.reset_counts()

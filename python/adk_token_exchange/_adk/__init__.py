@@ -6,6 +6,8 @@ One-way graph, top to bottom (a module imports only those below it)::
     credentials  id_token_credential / access_token_credential: ADK's model, built
     model        reading ADK's model into a core request; building ADK's result
     errors       our exceptions as ADK's CredentialExchangeError family
+    shapes       what this adapter expects of ADK, checked (here, at import, and
+                 by install()) so that a changed ADK fails loudly with its version
 
 ``exchanger.py`` (the public ``ServiceAccountExchanger``) sits between
 ``install`` and ``model``. Per ADK version:
@@ -22,3 +24,9 @@ One-way graph, top to bottom (a module imports only those below it)::
   token would be served past its expiry; 2.x skips that step for service
   accounts. ``install()`` makes 1.24.1 skip it too.
 """
+
+from . import shapes as _shapes
+
+# Before any module of the adapter reads ADK: a changed ADK is named here, not
+# met as a KeyError or AttributeError deep inside.
+_shapes.check()

@@ -14,6 +14,11 @@ What ``install()`` touches, exactly (the README says the same):
   our class in place of ADK's ``ServiceAccountCredentialExchanger``.
 
 ``uninstall()`` restores all of it, including objects configured meanwhile.
+
+Before touching anything, ``install()`` checks that ADK still has the shapes
+this relies on (:mod:`.shapes`); if not, it raises, naming the ADK version and
+what it expected, and ADK is left as it was: never a silent fall-back to ADK's
+own exchanger.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..exchanger import ServiceAccountExchanger
+from . import shapes
 from .model import SERVICE_ACCOUNT as _SA
 
 __all__ = ["install", "is_installed", "shared_exchanger", "uninstall"]
@@ -65,8 +71,12 @@ async def _no_stored_credential(*_args: Any, **_kwargs: Any) -> None:
 
 def _configure_manager(manager: Any) -> None:
     register = getattr(manager, "register_credential_exchanger", None)
-    if register is None:
-        return
+    if not callable(register):
+        # Left alone, this manager would use ADK's own exchanger: say so instead.
+        shapes.incompatible(
+            f"expected {type(manager).__name__}.register_credential_exchanger on every"
+            " CredentialManager"
+        )
     register(_SA, shared_exchanger())
     _managers.add(manager)
     config = getattr(manager, "_auth_config", None)
@@ -120,6 +130,7 @@ def install() -> None:
     with _lock:
         if _installed:
             return
+        shapes.check()
         shared_exchanger()
         from google.adk.auth.credential_manager import CredentialManager
         from google.adk.tools.openapi_tool.auth.credential_exchangers import (

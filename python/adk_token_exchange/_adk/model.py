@@ -28,6 +28,7 @@ from google.adk.auth.exchanger.base_credential_exchanger import ExchangeResult
 from .. import errors
 from .._native import Credentials, ModelKey, Token, TokenRequest
 from .._request import CLOUD_PLATFORM
+from . import shapes
 from .errors import config_error, wrap_error
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 
 # ADK >= 1.26 models these; 1.24.1 keeps them in model_extra.
 ID_TOKEN_FIELDS: Final = "use_id_token" in ServiceAccount.model_fields
-SCOPES_REQUIRED: Final = ServiceAccount.model_fields["scopes"].is_required()
+SCOPES_REQUIRED: Final = shapes.service_account_field("scopes").is_required()
 SERVICE_ACCOUNT: Final = AuthCredentialTypes.SERVICE_ACCOUNT
 # ADK 2.x builds request headers in one place (auth/_auth_headers.py), which adds
 # a credential's additional_headers, as its MCP tools and A2A agents do; 1.x's
