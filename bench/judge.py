@@ -1005,6 +1005,7 @@ def _mcp_rotation(j: Judge) -> None:
         digits=0,
     )
     j.figure(s, t, "agent turns run", "turns", 0)
+    j.figure(s, t, "seconds until the server had seen the rotations", "seconds")
     j.figure(s, t, "token lifetime, s", "token_lifetime_s", 0)
     j.figure(s, t, "upstream token requests", "token_requests", 0)
     j.figure(s, t, "MCP requests", "mcp_requests", 0)

@@ -1139,7 +1139,7 @@ async def httpx_auth(emulator: EmulatorProcess) -> dict[str, Any]:
         auth: Any = IdTokenAuth(asked, service_account_key=info)
     else:
         auth = google_auth_httpx(asked, info)
-    rounds, warmup = (400, 100) if QUICK else (2_000, 300)
+    rounds, warmup = (400, 100) if QUICK else (1_500, 200)
     wall, cpu = time.perf_counter_ns, time.thread_time_ns
     shuffle = random.Random(4458).shuffle
     samples: dict[str, list[float]] = {}
@@ -1323,7 +1323,8 @@ async def verify(emulator: EmulatorProcess) -> dict[str, Any]:
 
 
 MCP_TOKEN_LIFETIME = int(os.environ.get("BENCH_MCP_LIFETIME", "3"))  # seconds
-MCP_SECONDS = float(os.environ.get("BENCH_MCP_SECONDS", "12"))
+MCP_ROTATIONS = 5  # token rotations the MCP sessions are counted across
+MCP_DEADLINE = 25.0  # seconds; a run that has not seen them by then misses
 
 
 def _scripted_model() -> Any:
@@ -1358,10 +1359,11 @@ async def mcp_rotation(emulator: EmulatorProcess) -> dict[str, Any]:
     """Target 7: MCP sessions a real ADK agent opens while its ID token rotates.
 
     The emulator issues MCP_TOKEN_LIFETIME-second tokens; an ``LlmAgent``
-    (scripted model) with one ``McpToolset`` runs one turn after another in
-    one ``Runner`` session, each turn a ``greet`` call on the testing
-    package's ``ProtectedMcpServer`` (Cloud Run's ID-token check; it counts
-    MCP ``initialize`` requests and the distinct tokens it let through).
+    (scripted model) with one ``McpToolset`` runs turns in one ``Runner``
+    session, 0.25 s apart, each a ``greet`` call on the testing package's
+    ``ProtectedMcpServer`` (Cloud Run's ID-token check; it counts MCP
+    ``initialize`` requests and the distinct tokens it let through), until
+    the server has seen MCP_ROTATIONS token rotations.
     ``ours``: ``StreamableHTTPConnectionParams(httpx_client_factory=
     http_client_factory(IdTokenAuth(url)))``, no ``auth_credential``;
     ``stock``: ADK's way, ``auth_scheme`` + a service-account
@@ -1445,17 +1447,21 @@ async def mcp_rotation(emulator: EmulatorProcess) -> dict[str, Any]:
         before_tool_callback=before_tool,
     )
     runner = Runner(app_name="bench", agent=agent, session_service=InMemorySessionService())
-    # Turns for a fixed time: with 3-second tokens ours refreshes every 1.5-2.25 s
-    # (3/4 of the 2-3 s it sees), so 12 s hold at least 5 rotations.
-    seconds, pause = (5.0, 0.25) if QUICK else (MCP_SECONDS, 0.25)
+    # Turns until the server has seen MCP_ROTATIONS rotations (for both sides: the
+    # sessions are counted across the same number of tokens), at most MCP_DEADLINE s.
+    # With 3-second tokens ours refreshes every 1.5-2.25 s (3/4 of the 2-3 s it
+    # sees): 5 rotations take 7.5-11.25 s; stock asks for a new token every call.
+    rotations, deadline, pause = (1, 8.0, 0.25) if QUICK else (MCP_ROTATIONS, MCP_DEADLINE, 0.25)
     expected = f"Hello, Ada! (called by {info['client_email']})"
     turns = answered = 0
     started = time.perf_counter()
     try:
         session = await runner.session_service.create_session(app_name="bench", user_id="user")
         message = types.Content(role="user", parts=[types.Part(text="Say hello")])
-        while time.perf_counter() - started < seconds:
+        while time.perf_counter() - started < deadline:
             if turns:
+                if emulator.call("mcp_counts")["distinct_tokens"] > rotations:
+                    break
                 await asyncio.sleep(pause)
             turns += 1
             texts = [
