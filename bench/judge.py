@@ -19,7 +19,8 @@ The rules (``bench/README.md``, "Judging"):
   of the median of the per-repetition values; ratios are paired, one ratio per
   repetition (the two implementations ran back to back). A CI on the right
   side of the goal is met, on the wrong side missed, straddling it *within
-  noise*; fewer than ``MIN_REPS`` repetitions are always within noise.
+  noise*; fewer than ``MIN_REPS`` repetitions are always within noise. A
+  repetition that completed without recording the figure is a miss.
 - Exit status: 1 when any judged row is missed (the reasons are printed);
   otherwise 3 when any is within noise (a smoke run excepted); otherwise 0.
 """
@@ -62,7 +63,7 @@ EXPECTED: dict[str, tuple[tuple[str, ...], bool]] = {
 ID_TOKEN_AUTH = "adk_token_exchange.httpx_auth.IdTokenAuth"
 OURS_VERIFIER = "adk_token_exchange.server._verifiers.IdTokenVerifier"
 GOOGLE_AUTH_VERIFY = "google.oauth2.id_token.verify_oauth2_token"
-# Scenarios where something else than an exchanger answers: what must have.
+# Scenarios where something other than an exchanger answers: what must have run there.
 EXPECTED_IN: dict[str, dict[str, tuple[tuple[str, ...], bool]]] = {
     "httpx_auth": {"ours": ((ID_TOKEN_AUTH,), True), "gauth": ((GOOGLE_AUTH[0],), False)},
     "mcp_rotation": {"ours": ((ID_TOKEN_AUTH,), True), "stock": ((ADK_STOCK,), False)},

@@ -1197,31 +1197,28 @@ async def httpx_auth(emulator: EmulatorProcess) -> dict[str, Any]:
 VERIFY_AUDIENCE = "https://svc-bench-123456789012.us-central1.run.app"
 
 
-class CachedCertsRequest:
+def cached_certs_request() -> Any:
     """A google-auth ``Request`` that answers a GET it has answered before from memory.
 
     What a caching session (``cachecontrol``, as google-auth's docs suggest)
-    does on a hit, without its lookup cost: google-auth at its best. Built
-    lazily (``requests`` is imported by google-auth's transport).
+    does on a hit, without its lookup cost: google-auth at its best.
     """
+    import google.auth.transport.requests as transport
 
-    def __new__(cls) -> Any:
-        import google.auth.transport.requests as transport
+    class CachedCertsRequest(transport.Request):
+        def __init__(self) -> None:
+            super().__init__()
+            self.memo: dict[str, Any] = {}
 
-        class Cached(transport.Request):
-            def __init__(self) -> None:
-                super().__init__()
-                self.memo: dict[str, Any] = {}
+        def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> Any:
+            if method == "GET" and url in self.memo:
+                return self.memo[url]
+            response = super().__call__(url, method=method, **kwargs)
+            if method == "GET" and response.status == 200:
+                self.memo[url] = response
+            return response
 
-            def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> Any:
-                if method == "GET" and url in self.memo:
-                    return self.memo[url]
-                response = super().__call__(url, method=method, **kwargs)
-                if method == "GET" and response.status == 200:
-                    self.memo[url] = response
-                return response
-
-        return Cached()
+    return CachedCertsRequest()
 
 
 async def verify(emulator: EmulatorProcess) -> dict[str, Any]:
@@ -1234,11 +1231,10 @@ async def verify(emulator: EmulatorProcess) -> dict[str, Any]:
     ``IdTokenVerifier.verify`` and ``await verify_async``. google-auth:
     ``verify_oauth2_token(token, Request(), audience)`` as documented (a new
     ``Request`` per call: the certs are fetched every call), and with
-    ``CachedCertsRequest`` (certs from memory after the first fetch; the PEM
+    ``cached_certs_request()`` (certs from memory after the first fetch; the PEM
     is still parsed every call, which google-auth's API has no way to avoid).
     """
-    quick = QUICK
-    n_fresh = (200 if quick else 1_000) if IMPL == "ours" else (100 if quick else 500)
+    n_fresh = (200 if QUICK else 1_000) if IMPL == "ours" else (100 if QUICK else 500)
     email = "agent@bench.iam.gserviceaccount.com"
     tokens = emulator.call("issue_id_tokens", audience=VERIFY_AUDIENCE, email=email, n=1 + n_fresh)[
         "tokens"
@@ -1258,7 +1254,7 @@ async def verify(emulator: EmulatorProcess) -> dict[str, Any]:
         checked.append(verifier.verify(token))
         first_ms = (time.perf_counter() - start) * 1000
         sync_verify, async_verify = verifier.verify, verifier.verify_async
-        batches, n = (5, 2_000) if quick else (20, 10_000)
+        batches, n = (5, 2_000) if QUICK else (20, 10_000)
         for _ in range(n):
             sync_verify(token)
             await async_verify(token)
@@ -1286,7 +1282,7 @@ async def verify(emulator: EmulatorProcess) -> dict[str, Any]:
         ga_verify = id_token.verify_oauth2_token
         checked.append(ga_verify(token, transport.Request(), VERIFY_AUDIENCE))
         first_ms = (time.perf_counter() - start) * 1000
-        default_batches, default_n = (2, 10) if quick else (5, 20)
+        default_batches, default_n = (2, 10) if QUICK else (5, 20)
         for _ in range(default_batches):
             with timed.timing("default", default_n):
                 for _ in range(default_n):
@@ -1294,8 +1290,8 @@ async def verify(emulator: EmulatorProcess) -> dict[str, Any]:
             checked.append(claims)
         default_calls = 1 + default_batches * default_n
         result["default_calls"] = default_calls
-        cached = CachedCertsRequest()
-        batches, n = (3, 200) if quick else (10, 500)
+        cached = cached_certs_request()
+        batches, n = (3, 200) if QUICK else (10, 500)
         for _ in range(n):
             ga_verify(token, cached, VERIFY_AUDIENCE)
         for _ in range(batches):
@@ -1335,7 +1331,7 @@ def _scripted_model() -> Any:
     """
     from google.adk.models.base_llm import BaseLlm
     from google.adk.models.llm_response import LlmResponse
-    from google.genai import types
+    from google.genai import types as genai
 
     class ScriptedModel(BaseLlm):
         model: str = "scripted"
@@ -1345,12 +1341,12 @@ def _scripted_model() -> Any:
             answers = [p.function_response for p in (last.parts or []) if p.function_response]
             if answers:
                 text = json.dumps(answers[0].response, default=str)
-                part = types.Part(text=f"Tool said: {text}")
+                part = genai.Part(text=f"Tool said: {text}")
             else:
-                part = types.Part(
-                    function_call=types.FunctionCall(name="greet", args={"name": "Ada"})
+                part = genai.Part(
+                    function_call=genai.FunctionCall(name="greet", args={"name": "Ada"})
                 )
-            yield LlmResponse(content=types.Content(role="model", parts=[part]))
+            yield LlmResponse(content=genai.Content(role="model", parts=[part]))
 
     return ScriptedModel()
 
@@ -1378,7 +1374,7 @@ async def mcp_rotation(emulator: EmulatorProcess) -> dict[str, Any]:
     from google.adk.sessions.in_memory_session_service import InMemorySessionService
     from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnectionParams
     from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
-    from google.genai import types
+    from google.genai import types as genai
 
     emulator.call("set", token_lifetime=MCP_TOKEN_LIFETIME)
     server = emulator.call("mcp_start")
@@ -1457,7 +1453,7 @@ async def mcp_rotation(emulator: EmulatorProcess) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         session = await runner.session_service.create_session(app_name="bench", user_id="user")
-        message = types.Content(role="user", parts=[types.Part(text="Say hello")])
+        message = genai.Content(role="user", parts=[genai.Part(text="Say hello")])
         while time.perf_counter() - started < deadline:
             if turns:
                 if emulator.call("mcp_counts")["distinct_tokens"] > rotations:
