@@ -8,12 +8,22 @@ per line each way; see ``_handle`` for the operations.
 The emulator module is loaded without executing ``adk_token_exchange``'s
 ``__init__`` (which loads the native core): the emulator is the same whatever
 state the core is in, and the stock-ADK runs never load our code at all.
+
+The servers a scenario's client calls live here too, for the same reason:
+a loopback HTTP server that answers every request 200 (``ok_server``: the
+``httpx_auth`` scenario times the client, not a server) and the testing
+package's ``ProtectedMcpServer`` (``mcp_start``: Cloud Run's ID-token check in
+front of an MCP app that counts the sessions clients open).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import socket
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -58,6 +68,79 @@ def _counts(emulator: Any) -> dict[str, Any]:
     }
 
 
+class OkServer:
+    """HTTP/1.1 on loopback that answers every request ``200 ok``, keeping the connection.
+
+    asyncio on a thread of its own; no parsing beyond the end of the headers
+    (the scenario sends GETs without a body), so what a request costs here is
+    small and the same whatever auth the client put on it.
+    """
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.port = 0
+        ready = threading.Event()
+        threading.Thread(target=self._serve, args=(ready,), name="ok-server", daemon=True).start()
+        if not ready.wait(10):
+            raise RuntimeError("the 200 server did not start")
+
+    def _serve(self, ready: threading.Event) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    self.requests += 1
+                    writer.write(self.RESPONSE)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        async def main() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            await server.serve_forever()
+
+        asyncio.run(main())
+
+
+def _mcp_server(emulator: Any) -> Any:
+    """A ``ProtectedMcpServer`` that also remembers which tokens passed its gate."""
+    from adk_token_exchange.testing.protected import ProtectedMcpServer
+
+    class TokenCountingMcpServer(ProtectedMcpServer):
+        def __init__(self) -> None:
+            super().__init__(emulator)
+            self.tokens: set[str] = set()
+
+        def _verify(self, token: str | None) -> Any:
+            verdict = super()._verify(token)
+            if verdict.accepted and token is not None:
+                self.tokens.add(hashlib.sha256(token.encode()).hexdigest())
+            return verdict
+
+    return TokenCountingMcpServer().start()
+
+
+def _mcp_counts(server: Any) -> dict[str, Any]:
+    decisions = server.decisions
+    return {
+        "initializations": server.sessions.initializations,
+        "accepted": sum(1 for d in decisions if d.accepted),
+        "refused": sum(1 for d in decisions if not d.accepted),
+        "refusals": sorted({f"{d.status} {d.reason}" for d in decisions if not d.accepted}),
+        "wrong_audience": sum(1 for d in decisions if d.accepted and d.audience != server.audience),
+        "distinct_tokens": len(server.tokens),
+    }
+
+
+SERVERS: dict[str, Any] = {}  # the servers a scenario started, by name
+
+
 def _handle(emulator: Any, message: dict[str, Any]) -> dict[str, Any]:
     op = message["op"]
     if op == "info":
@@ -65,7 +148,26 @@ def _handle(emulator: Any, message: dict[str, Any]) -> dict[str, Any]:
             "url": emulator.url,
             "metadata_host": emulator.metadata_host,
             "token_uri": emulator.token_uri,
+            "jwks_url": emulator.jwks_url,
+            "certs_url": emulator.certs_url,
         }
+    if op == "issue_id_tokens":  # signed here, before the scenario times anything
+        return {
+            "tokens": [
+                emulator.issue_id_token(
+                    message["audience"], email=message.get("email"), claims={"n": i}
+                )
+                for i in range(int(message["n"]))
+            ]
+        }
+    if op == "ok_server":
+        server = SERVERS.setdefault("ok", OkServer())
+        return {"url": f"http://127.0.0.1:{server.port}/", "requests": server.requests}
+    if op == "mcp_start":
+        server = SERVERS.setdefault("mcp", _mcp_server(emulator))
+        return {"url": server.url, "audience": server.audience}
+    if op == "mcp_counts":
+        return _mcp_counts(SERVERS["mcp"])
     if op == "service_account_info":
         return {"info": emulator.service_account_info(message.get("email"))}
     if op == "set":
@@ -122,6 +224,8 @@ def main() -> None:
             out.write(json.dumps(reply) + "\n")
             out.flush()
     finally:
+        if "mcp" in SERVERS:
+            SERVERS["mcp"].stop()
         emulator.stop()
 
 

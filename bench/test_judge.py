@@ -97,12 +97,67 @@ def _figures(scenario: str, impl: str, rep: int) -> dict[str, Any]:
         return {"adk_import_ms": 900.0, "import_ms": 1.6, "install_ms": 3.8, "rss_import_kib": 3468}
     if scenario == "rss":
         return {"rss_final_mib": 90.0, "growth_kib": 0}
+    if scenario == "coroutine":
+        return {
+            "exchange_cpu_us": (0.75 if slow else 0.9) + wiggle,
+            "exchange_us": 1.0,
+            "exchange_process_us": 0.9,
+            "empty_cpu_us": 0.1,
+            "first_exchange_ms": 30.0,
+            "calls": 200_000,
+            **({} if slow else {"coroutine_function": 1}),
+            "token_requests": 1,
+        }
+    if scenario == "httpx_auth":
+        return {
+            "auth_overhead_us": (29.0 if slow else 6.0) + wiggle,
+            "auth_overhead_cpu_us": 5.0,
+            "constant_overhead_us": 3.0,
+            "plain_us": 600.0,
+            "auth_us": 606.0,
+            "first_request_ms": 30.0,
+            "requests": 6901,
+            "requests_served": 6901,
+            "not_ok": 0,
+            "token_requests": 1,
+        }
+    if scenario == "mcp_rotation":
+        return {
+            "turns": 40,
+            "answered": 40,
+            "refused": 0,
+            "mcp_requests": 120 if slow else 82,
+            "sessions": 21 if slow else 1,
+            "rotations": 20 if slow else 6,
+            "distinct_tokens": 21 if slow else 7,
+            "token_lifetime_s": 3,
+            "token_requests": 120 if slow else 7,
+        }
+    if scenario == "verify":
+        if impl == "gauth":
+            return {
+                "default_us": 3800.0,
+                "cached_cpu_us": 57.0 + wiggle,
+                "cached_us": 58.0,
+                "cached_fresh_cpu_us": 63.0,
+                "certs_fetches": 102,
+                "default_calls": 101,
+                "first_verification_ms": 98.0,
+            }
+        return {
+            "warm_cpu_us": 1.6 + wiggle,
+            "warm_us": 1.7,
+            "warm_async_cpu_us": 2.2 + wiggle,
+            "fresh_cpu_us": 27.0,
+            "certs_fetches": 1,
+            "first_verification_ms": 68.0,
+        }
     raise AssertionError(scenario)
 
 
 def _run(scenario: str, impl: str, rep: int) -> dict[str, Any]:
     result = _figures(scenario, impl, rep)
-    classes, ours_loaded = judge.EXPECTED[impl]
+    classes, ours_loaded = judge.expected_classes(scenario, impl)
     result.update(
         exchangers=[classes[0]],
         ours_loaded=ours_loaded,
@@ -314,6 +369,8 @@ def test_a_smoke_run_reports_noise_but_still_fails_on_a_miss() -> None:
     for path in ("cold_key", "cold_metadata"):
         for runs in results[path].values():
             runs[0]["callers"] = 3  # a smoke run makes 3 cold exchanges, not 5
+    for runs in results["coroutine"].values():
+        runs[0]["calls"] = 5 * 2_000  # and 5 batches of 2 000 awaits
     assert judge.judge(results, plan, quick=True).exit_code == 0
     results["import"]["ours"][0]["exchangers"] = [judge.ADK_STOCK]
     assert judge.judge(results, plan, quick=True).exit_code == 1
@@ -359,3 +416,227 @@ def test_bench_run_rejudge_exits_non_zero_and_names_the_reason(
     err = capsys.readouterr().err
     assert "FAILED" in err
     assert "exchanger under test is not the one named" in err
+
+
+# -- the rows added with the coroutine, httpx auth, MCP rotation and verify scenarios --
+
+NEW = ("coroutine", "httpx_auth", "mcp_rotation", "verify")
+
+
+def _row(j: judge.Judgement, scenario: str, metric: str) -> judge.Row:
+    return next(r for r in j.rows if r.scenario == scenario and r.metric.startswith(metric))
+
+
+def test_a_full_run_plans_the_new_scenarios_with_their_comparison() -> None:
+    plan = runner.plan_for(REPS, None, runner.IMPLS)
+    assert plan["coroutine"] == {"stock": REPS, "ours": REPS}
+    assert plan["httpx_auth"] == {"gauth": REPS, "ours": REPS}
+    assert plan["mcp_rotation"] == {"stock": 3, "ours": REPS}
+    assert plan["verify"] == {"gauth": REPS, "ours": REPS}
+    j = verdict_of(healthy())
+    for scenario in NEW:
+        assert rows(j, scenario), f"{scenario} has no judged row"
+        assert {r.verdict for r in rows(j, scenario)} == {judge.MET}, scenario
+
+
+def test_google_auth_alternates_with_ours_where_adk_has_no_such_thing() -> None:
+    # Back to back, which first alternating: a paired ratio compares neighbours.
+    assert runner.run_order({"gauth": REPS, "ours": REPS}, 0) == ["gauth", "ours"]
+    assert runner.run_order({"gauth": REPS, "ours": REPS}, 1) == ["ours", "gauth"]
+    assert runner.run_order({"stock": 3, "ours": REPS}, 3) == ["ours"]
+    assert runner.run_order(PLAN["cold_key"], 1) == ["ours", "stock", "gauth", "adk1"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "impl", "key", "metric"),
+    [
+        ("coroutine", "ours", "exchange_cpu_us", "`await exchanger.exchange"),
+        ("httpx_auth", "ours", "auth_overhead_us", "per-request overhead"),
+        ("mcp_rotation", "ours", "sessions", "MCP sessions opened"),
+        ("mcp_rotation", "ours", "rotations", "token rotations"),
+        ("mcp_rotation", "stock", "refused", "MCP requests refused"),  # 3 repetitions
+        ("verify", "ours", "warm_cpu_us", "warm (the caller's token again)"),
+        ("verify", "ours", "warm_async_cpu_us", "warm, ours `await verify_async`"),
+        ("verify", "gauth", "cached_cpu_us", "speed-up warm"),
+        ("verify", "gauth", "certs_fetches", "key-set fetches"),
+        ("verify", "gauth", "default_calls", "key-set fetches"),
+    ],
+)
+def test_a_figure_missing_from_one_repetition_is_a_miss(
+    scenario: str, impl: str, key: str, metric: str
+) -> None:
+    """Not a smaller sample: nine repetitions of ten are not "within noise"."""
+    results = healthy()
+    del results[scenario][impl][-1][key]
+    j = verdict_of(results)
+    assert _row(j, scenario, metric).verdict == judge.MISSED
+    assert j.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("scenario", "impl"),
+    [
+        ("coroutine", "ours"),
+        ("coroutine", "stock"),
+        ("httpx_auth", "ours"),
+        ("httpx_auth", "gauth"),
+        ("mcp_rotation", "ours"),
+        ("mcp_rotation", "stock"),
+        ("verify", "ours"),
+        ("verify", "gauth"),
+    ],
+)
+def test_an_errored_repetition_breaks_every_judged_row_of_a_new_scenario(
+    scenario: str, impl: str
+) -> None:
+    results = healthy()
+    results[scenario][impl][1] = {"error": "exit 1: Traceback ... RuntimeError"}
+    j = verdict_of(results)
+    assert {r.verdict for r in rows(j, scenario)} == {judge.MISSED}
+    assert any(f"{impl} rep 2 failed" in reason for reason in j.reasons())
+
+
+def test_a_hung_mcp_repetition_is_a_miss() -> None:
+    results = healthy()
+    results["mcp_rotation"]["ours"][9] = {"error": "hung: no result after 180 s", "hung": True}
+    j = verdict_of(results)
+    assert _row(j, "mcp_rotation", "MCP sessions opened").verdict == judge.MISSED
+    assert any("ours rep 10 hung" in reason for reason in j.reasons())
+
+
+@pytest.mark.parametrize("sessions", [0, 2, 6])
+def test_ours_must_open_exactly_one_mcp_session(sessions: int) -> None:
+    results = healthy()
+    results["mcp_rotation"]["ours"][7]["sessions"] = sessions
+    j = verdict_of(results)
+    row = _row(j, "mcp_rotation", "MCP sessions opened")
+    assert row.verdict == judge.MISSED
+    assert f"ours rep 8: {sessions}" in row.reason
+    assert j.exit_code == 1
+
+
+def test_one_mcp_session_without_rotations_proves_nothing() -> None:
+    results = healthy()
+    results["mcp_rotation"]["ours"][0]["rotations"] = 4
+    assert _row(verdict_of(results), "mcp_rotation", "token rotations").verdict == judge.MISSED
+
+
+@pytest.mark.parametrize(
+    ("impl", "change", "metric"),
+    [
+        ("ours", {"refused": 1}, "MCP requests refused"),
+        ("stock", {"refused": 3}, "MCP requests refused"),
+        ("ours", {"answered": 39}, "agent turns the tool answered"),
+        ("ours", {"mcp_requests": 0}, "MCP requests refused"),
+    ],
+)
+def test_every_mcp_call_must_get_200_and_answer(
+    impl: str, change: dict[str, int], metric: str
+) -> None:
+    results = healthy()
+    results["mcp_rotation"][impl][2].update(change)
+    assert _row(verdict_of(results), "mcp_rotation", metric).verdict == judge.MISSED
+
+
+@pytest.mark.parametrize(
+    ("scenario", "impl", "held", "loaded"),
+    [
+        # The factory was not used: a tool held a credential manager (the header road).
+        ("mcp_rotation", "ours", [judge.ID_TOKEN_AUTH, judge.OURS], True),
+        ("mcp_rotation", "stock", [judge.ADK_STOCK], True),
+        ("httpx_auth", "ours", ["httpx.Auth"], True),
+        ("httpx_auth", "gauth", [judge.GOOGLE_AUTH[0]], True),
+        ("verify", "gauth", [judge.OURS_VERIFIER], True),
+        ("verify", "ours", [judge.GOOGLE_AUTH_VERIFY], True),
+        ("coroutine", "ours", [judge.ADK_STOCK], True),
+    ],
+)
+def test_what_actually_ran_is_checked_in_the_new_scenarios(
+    scenario: str, impl: str, held: list[str], loaded: bool
+) -> None:
+    results = healthy()
+    results[scenario][impl][-1].update(exchangers=held, ours_loaded=loaded)
+    j = verdict_of(results)
+    assert {r.verdict for r in rows(j, scenario)} == {judge.MISSED}
+    assert any("exchanger under test is not the one named" in reason for reason in j.reasons())
+
+
+def test_an_unrecorded_provenance_in_a_new_scenario_is_a_miss() -> None:
+    results = healthy()
+    del results["verify"]["gauth"][0]["exchangers"]
+    assert {r.verdict for r in rows(verdict_of(results), "verify")} == {judge.MISSED}
+
+
+def test_a_coroutine_over_one_microsecond_is_a_miss() -> None:
+    results = healthy()
+    for run in results["coroutine"]["ours"]:
+        run["exchange_cpu_us"] = 1.2
+    j = verdict_of(results)
+    assert _row(j, "coroutine", "`await exchanger.exchange").verdict == judge.MISSED
+
+
+def test_ours_exchange_must_be_a_coroutine_function() -> None:
+    results = healthy()
+    results["coroutine"]["ours"][5]["coroutine_function"] = 0
+    assert _row(verdict_of(results), "coroutine", "ours' `exchange`").verdict == judge.MISSED
+
+
+def test_a_stock_refetch_in_the_coroutine_scenario_is_a_miss() -> None:
+    # A stock run that went upstream on every call measured something else.
+    results = healthy()
+    results["coroutine"]["stock"][0]["token_requests"] = 5
+    assert _row(verdict_of(results), "coroutine", "upstream token").verdict == judge.MISSED
+
+
+@pytest.mark.parametrize(
+    ("impl", "change", "metric"),
+    [
+        ("ours", {"not_ok": 1}, "responses other than 200"),
+        ("gauth", {"requests_served": 6900}, "requests the server answered"),
+        ("ours", {"token_requests": 2}, "upstream token requests"),
+    ],
+)
+def test_httpx_requests_are_all_answered_from_one_token(
+    impl: str, change: dict[str, int], metric: str
+) -> None:
+    results = healthy()
+    results["httpx_auth"][impl][6].update(change)
+    assert _row(verdict_of(results), "httpx_auth", metric).verdict == judge.MISSED
+
+
+def test_an_httpx_overhead_above_ten_microseconds_is_a_miss() -> None:
+    results = healthy()
+    for run in results["httpx_auth"]["ours"]:
+        run["auth_overhead_us"] = 15.0
+    assert _row(verdict_of(results), "httpx_auth", "per-request").verdict == judge.MISSED
+
+
+def test_ours_slower_than_google_auth_with_cached_certs_is_a_miss() -> None:
+    results = healthy()
+    for run in results["verify"]["ours"]:
+        run["warm_cpu_us"] = 80.0
+    j = verdict_of(results)
+    assert _row(j, "verify", "speed-up warm").verdict == judge.MISSED
+    assert _row(j, "verify", "warm (the caller's token again)").verdict == judge.MISSED
+
+
+@pytest.mark.parametrize(("impl", "fetches"), [("ours", 0), ("ours", 2), ("gauth", 0)])
+def test_the_keys_must_come_from_the_emulator(impl: str, fetches: int) -> None:
+    # google-auth with no certs fetched from the emulator got them from elsewhere.
+    results = healthy()
+    results["verify"][impl][0]["certs_fetches"] = fetches
+    assert verdict_of(results).exit_code == 1
+
+
+def test_a_token_for_another_audience_in_a_new_scenario_is_a_miss() -> None:
+    results = healthy()
+    results["httpx_auth"]["ours"][2]["wrong_audience"] = 1
+    assert {r.verdict for r in rows(verdict_of(results), "httpx_auth")} == {judge.MISSED}
+
+
+def test_the_comparison_side_is_shown_beside_ours() -> None:
+    j = verdict_of(healthy())
+    assert _row(j, "verify", "warm (the caller's token again)").cells["gauth"].startswith("57")
+    assert _row(j, "httpx_auth", "per-request").cells["gauth"].startswith("29")
+    assert _row(j, "mcp_rotation", "MCP sessions opened").cells["stock"] == "21"
+    assert _row(j, "coroutine", "`await exchanger.exchange").cells["stock"].startswith("0.7")

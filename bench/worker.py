@@ -40,18 +40,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import faulthandler
 import gc
+import inspect
 import json
 import logging
 import os
+import random
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import types
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -71,6 +75,12 @@ IMPLS = ("stock", "adk1", "ours", "gauth")
 def broken(what: str, scenario: str | None = None) -> bool:
     """Whether ``BENCH_BREAK`` breaks this (ours only: the implementation under test)."""
     return IMPL == "ours" and (what if scenario is None else f"{what}:{scenario}") in BREAK
+
+
+def ours_under_test() -> bool:
+    """Whether a scenario without ``install()`` builds ours: ``noop-install`` makes the
+    ``ours`` run build the comparison's thing instead, as a silent fallback would."""
+    return IMPL == "ours" and not broken("noop-install")
 
 
 class EmulatorProcess:
@@ -501,6 +511,97 @@ async def warm(adk: AdkAuth) -> dict[str, Any]:
     token = token_of(await manager.get_auth_credential(context))
     figures["wrong_audience"] = int(is_wrong(token, audience("warm")))
     figures["token_requests"] = adk.emulator.counts()["token_requests"]
+    return figures
+
+
+class Batches:
+    """Per-call µs of timed batches on three clocks: wall, the calling thread's CPU, the
+    process's CPU (which would show work handed to another thread of the worker)."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def timing(self, name: str, calls: int) -> Iterator[None]:
+        wall, cpu, process = time.perf_counter_ns, time.thread_time_ns, time.process_time_ns
+        t0, c0, p0 = wall(), cpu(), process()
+        yield
+        c1, p1, t1 = cpu(), process(), wall()
+        for clock, took in (("", t1 - t0), ("_cpu", c1 - c0), ("_process", p1 - p0)):
+            self.samples.setdefault(f"{name}{clock}_us", []).append(took / calls / 1000)
+
+    def figures(self) -> dict[str, float]:
+        """``{name}[_cpu|_process]_us``: the median batch; ``…_min_us``: the fastest."""
+        out = {}
+        for key, values in self.samples.items():
+            out[key] = statistics.median(values)
+            out[key.replace("_us", "_min_us")] = min(values)
+        return out
+
+
+async def coroutine(adk: AdkAuth) -> dict[str, Any]:
+    """Target 1: ``await exchanger.exchange(credential, scheme)`` alone, warm: µs per await.
+
+    No CredentialManager: the exchanger the manager holds, called with the
+    tool's own credential object every time (what a tool holding its
+    credential passes), in a tight loop of awaits in one running loop. Ours
+    awaits its ``async def exchange``; stock has no coroutine, so it is
+    awaited as CredentialManager awaits it: a coroutine that calls the sync
+    ``exchange_credential`` (its warm path: a dict lookup keyed on the
+    service account and a clock read). Batches of exchanges and of awaits of
+    an empty ``async def`` (Python's floor for one await) alternate, so both
+    see the same machine.
+    """
+    manager = adk.manager(audience("coroutine"))
+    exchanger = adk.exchanger(manager)
+    credential = manager._auth_config.raw_auth_credential
+    scheme = adk.scheme
+    if adk.impl == "ours":
+        exchange = exchanger.exchange
+    else:
+        sync_exchange = exchanger.exchange_credential
+
+        async def exchange(auth_credential: Any, auth_scheme: Any) -> Any:
+            # CredentialManager._exchange_credential's branch for this class.
+            return sync_exchange(auth_scheme, auth_credential)
+
+    async def empty(auth_credential: Any, auth_scheme: Any) -> Any:
+        return auth_credential
+
+    start = time.perf_counter()
+    first = await exchange(credential, scheme)
+    first_ms = (time.perf_counter() - start) * 1000
+    batches, n = (5, 2_000) if QUICK else (20, 10_000)
+    for _ in range(n):  # warm-up: the loop, the cache, the branch predictors
+        await exchange(credential, scheme)
+
+    async def awaits(call: Any, count: int) -> Any:
+        result = None
+        for _ in range(count):
+            result = await call(credential, scheme)
+        return result
+
+    timed = Batches()
+    for _ in range(batches):
+        for name, call in (("exchange", exchange), ("empty", empty)):
+            with timed.timing(name, n):
+                last = await awaits(call, n)
+            if name == "exchange":
+                result = last
+    figures = timed.figures()
+    tokens = [token_of(r.credential if adk.impl == "ours" else r) for r in (first, result)]
+    figures.update(
+        {
+            "first_exchange_ms": first_ms,
+            "calls": batches * n,
+            "awaited": "exchange" if adk.impl == "ours" else "exchange_credential in a coroutine",
+            "wrong_audience": sum(1 for t in tokens if is_wrong(t, audience("coroutine"))),
+            "token_requests": adk.emulator.counts()["token_requests"],
+        }
+    )
+    if adk.impl == "ours":
+        # Ours' claim: exchange is a real coroutine function (ADK declares it async).
+        figures["coroutine_function"] = int(inspect.iscoroutinefunction(type(exchanger).exchange))
     return figures
 
 
@@ -963,8 +1064,436 @@ def import_cost(impl: str) -> dict[str, Any]:
     return result
 
 
+def _held(thing: Any) -> str:
+    """The dotted name of a class, of a function, or of an object's class."""
+    kind = thing if isinstance(thing, (type, types.FunctionType)) else type(thing)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _plain_provenance(held: list[str]) -> dict[str, Any]:
+    """Provenance of a scenario without ADK: what ran, and whether our package was loaded."""
+    return {"exchangers": sorted(set(held)), "ours_loaded": "adk_token_exchange" in sys.modules}
+
+
+def google_auth_httpx(audience: str, info: dict[str, Any]) -> Any:
+    """google-auth's way on an httpx client, as Google's samples do it.
+
+    An ``httpx.Auth`` over one ``IDTokenCredentials`` (the key path, as ours
+    here), refreshed synchronously when not ``valid`` (google-auth is
+    blocking), its token put in ``Authorization``.
+    """
+    import httpx
+    from google.auth.transport.requests import Request
+    from google.oauth2 import service_account
+
+    class GoogleAuthIdToken(httpx.Auth):
+        def __init__(self) -> None:
+            self.credentials = service_account.IDTokenCredentials.from_service_account_info(
+                info, target_audience=audience
+            )
+            self.request = Request()
+
+        def auth_flow(self, request: Any) -> Any:
+            if not self.credentials.valid:
+                self.credentials.refresh(self.request)
+            request.headers["Authorization"] = "Bearer " + self.credentials.token
+            yield request
+
+    return GoogleAuthIdToken()
+
+
+def constant_header_auth(value: str) -> Any:
+    """The floor for any auth that sends this token: an ``httpx.Auth`` that sets a constant."""
+    import httpx
+
+    class ConstantHeader(httpx.Auth):
+        async def async_auth_flow(self, request: Any) -> Any:
+            request.headers["Authorization"] = value
+            yield request
+
+    return ConstantHeader()
+
+
+async def httpx_auth(emulator: EmulatorProcess) -> dict[str, Any]:
+    """Target 7: per-request overhead of the auth on an ``httpx.AsyncClient``, warm.
+
+    One client, built as documented with the implementation's auth (ours:
+    ``IdTokenAuth``; ``gauth``: the google-auth ``httpx.Auth`` above; both
+    the key path), against a loopback server in the emulator's process that
+    answers every request 200. Its requests rotate, in a shuffled order per
+    round, between the client's auth, no auth (``auth=None`` on the request)
+    and a constant-header ``httpx.Auth`` carrying the same token: the same
+    client and keep-alive connection for all three, so only the auth
+    differs. Each request is timed alone; an overhead is a median latency
+    minus the median without auth.
+    """
+    import httpx
+
+    info = emulator.call("service_account_info", email=None)["info"]
+    url = emulator.call("ok_server")["url"]
+    wanted = audience("httpx")
+    asked = wanted.replace("-adk.", "-other-adk.") if broken("wrong-audience", SCENARIO) else wanted
+    if ours_under_test():
+        from adk_token_exchange import IdTokenAuth
+
+        auth: Any = IdTokenAuth(asked, service_account_key=info)
+    else:
+        auth = google_auth_httpx(asked, info)
+    rounds, warmup = (400, 100) if QUICK else (1_500, 200)
+    wall, cpu = time.perf_counter_ns, time.thread_time_ns
+    shuffle = random.Random(4458).shuffle
+    samples: dict[str, list[float]] = {}
+    not_ok = wrong = 0
+    async with httpx.AsyncClient(auth=auth) as client:
+        start = time.perf_counter()
+        first = await client.get(url)
+        first_ms = (time.perf_counter() - start) * 1000
+        bearer = first.request.headers.get("Authorization", "")
+        kinds: list[tuple[str, Any]] = [
+            ("auth", httpx.USE_CLIENT_DEFAULT),
+            ("plain", None),
+            ("constant", constant_header_auth(bearer)),
+        ]
+        for _ in range(warmup):
+            for _, kind in kinds:
+                await client.get(url, auth=kind)
+        for i in range(rounds):
+            shuffle(kinds)
+            for name, kind in kinds:
+                t0, c0 = wall(), cpu()
+                response = await client.get(url, auth=kind)
+                c1, t1 = cpu(), wall()
+                samples.setdefault(name, []).append((t1 - t0) / 1000)
+                samples.setdefault(f"{name}_cpu", []).append((c1 - c0) / 1000)
+                not_ok += response.status_code != 200
+                if i % 100 == 0:
+                    sent = response.request.headers.get("Authorization")
+                    if name == "plain":
+                        wrong += sent is not None
+                    else:
+                        wrong += is_wrong((sent or "").removeprefix("Bearer "), wanted)
+        # What put the token on: our class, or google-auth's credentials under the adapter.
+        used = client.auth
+        held = [_held(getattr(used, "credentials", used))]
+    served = emulator.call("ok_server")["requests"]
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    result: dict[str, Any] = {f"{k}_us": v for k, v in med.items()}
+    for clock in ("", "_cpu"):
+        for name in ("auth", "constant"):
+            result[f"{name}_overhead{clock}_us"] = med[f"{name}{clock}"] - med[f"plain{clock}"]
+    result.update(
+        {
+            "first_request_ms": first_ms,
+            "requests": 1 + len(kinds) * (warmup + rounds),
+            "requests_served": served,
+            "not_ok": not_ok + (first.status_code != 200),
+            "wrong_audience": wrong + is_wrong(bearer.removeprefix("Bearer "), wanted),
+            "token_requests": emulator.counts()["token_requests"],
+        }
+    )
+    return result | _plain_provenance(held)
+
+
+VERIFY_AUDIENCE = "https://svc-bench-123456789012.us-central1.run.app"
+
+
+def cached_certs_request() -> Any:
+    """A google-auth ``Request`` that answers a GET it has answered before from memory.
+
+    What a caching session (``cachecontrol``, as google-auth's docs suggest)
+    does on a hit, without its lookup cost: google-auth at its best.
+    """
+    import google.auth.transport.requests as transport
+
+    class CachedCertsRequest(transport.Request):
+        def __init__(self) -> None:
+            super().__init__()
+            self.memo: dict[str, Any] = {}
+
+        def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> Any:
+            if method == "GET" and url in self.memo:
+                return self.memo[url]
+            response = super().__call__(url, method=method, **kwargs)
+            if method == "GET" and response.status == 200:
+                self.memo[url] = response
+            return response
+
+    return CachedCertsRequest()
+
+
+async def verify(emulator: EmulatorProcess) -> dict[str, Any]:
+    """Target 7: server-side ID-token verification, ours vs google-auth, warm and fresh.
+
+    The emulator signs the tokens (RS256) before anything is timed; both sides
+    fetch its keys (ours the JWK set, google-auth the PEM map
+    ``verify_oauth2_token`` reads). Warm: the token a caller presents on every
+    request; fresh: a new token each call (signature checked). Ours:
+    ``IdTokenVerifier.verify`` and ``await verify_async``. google-auth:
+    ``verify_oauth2_token(token, Request(), audience)`` as documented (a new
+    ``Request`` per call: the certs are fetched every call), and with
+    ``cached_certs_request()`` (certs from memory after the first fetch; the PEM
+    is still parsed every call, which google-auth's API has no way to avoid).
+    """
+    n_fresh = (200 if QUICK else 1_000) if IMPL == "ours" else (100 if QUICK else 500)
+    email = "agent@bench.iam.gserviceaccount.com"
+    tokens = emulator.call("issue_id_tokens", audience=VERIFY_AUDIENCE, email=email, n=1 + n_fresh)[
+        "tokens"
+    ]
+    token, fresh = tokens[0], tokens[1:]
+    info = emulator.call("info")
+    emulator.call("reset")
+    timed = Batches()
+    result: dict[str, Any] = {}
+    checked: list[dict[str, Any]] = []
+    chunks = [fresh[i : i + 100] for i in range(0, len(fresh), 100)]
+    start = time.perf_counter()
+    if ours_under_test():
+        from adk_token_exchange.server import IdTokenVerifier
+
+        verifier = IdTokenVerifier(VERIFY_AUDIENCE, jwks_url=info["jwks_url"])
+        checked.append(verifier.verify(token))
+        first_ms = (time.perf_counter() - start) * 1000
+        sync_verify, async_verify = verifier.verify, verifier.verify_async
+        batches, n = (5, 2_000) if QUICK else (20, 10_000)
+        for _ in range(n):
+            sync_verify(token)
+            await async_verify(token)
+        for _ in range(batches):
+            with timed.timing("warm", n):
+                for _ in range(n):
+                    claims = sync_verify(token)
+            checked.append(claims)
+            with timed.timing("warm_async", n):
+                for _ in range(n):
+                    claims = await async_verify(token)
+            checked.append(claims)
+        for chunk in chunks:
+            with timed.timing("fresh", len(chunk)):
+                for one in chunk:
+                    claims = sync_verify(one)
+            checked.append(claims)
+        held = [_held(verifier)]
+    else:
+        import google.auth.transport.requests as transport
+        from google.oauth2 import id_token
+
+        # What verify_oauth2_token reads; patched, the certs come from the emulator.
+        id_token._GOOGLE_OAUTH2_CERTS_URL = info["certs_url"]
+        ga_verify = id_token.verify_oauth2_token
+        checked.append(ga_verify(token, transport.Request(), VERIFY_AUDIENCE))
+        first_ms = (time.perf_counter() - start) * 1000
+        default_batches, default_n = (2, 10) if QUICK else (5, 20)
+        for _ in range(default_batches):
+            with timed.timing("default", default_n):
+                for _ in range(default_n):
+                    claims = ga_verify(token, transport.Request(), VERIFY_AUDIENCE)
+            checked.append(claims)
+        default_calls = 1 + default_batches * default_n
+        result["default_calls"] = default_calls
+        cached = cached_certs_request()
+        batches, n = (3, 200) if QUICK else (10, 500)
+        for _ in range(n):
+            ga_verify(token, cached, VERIFY_AUDIENCE)
+        for _ in range(batches):
+            with timed.timing("cached", n):
+                for _ in range(n):
+                    claims = ga_verify(token, cached, VERIFY_AUDIENCE)
+            checked.append(claims)
+        for chunk in chunks:
+            with timed.timing("cached_fresh", len(chunk)):
+                for one in chunk:
+                    claims = ga_verify(one, cached, VERIFY_AUDIENCE)
+            checked.append(claims)
+        held = [_held(ga_verify)]
+    counts = emulator.counts()
+    result.update(timed.figures())
+    result.update(
+        {
+            "first_verification_ms": first_ms,
+            "certs_fetches": counts["by_kind"].get("certs", 0),
+            "wrong_audience": sum(1 for c in checked if c.get("aud") != VERIFY_AUDIENCE),
+            "fresh_tokens": len(fresh),
+        }
+    )
+    return result | _plain_provenance(held)
+
+
+MCP_TOKEN_LIFETIME = int(os.environ.get("BENCH_MCP_LIFETIME", "3"))  # seconds
+MCP_ROTATIONS = 5  # token rotations the MCP sessions are counted across
+MCP_DEADLINE = 25.0  # seconds; a run that has not seen them by then misses
+
+
+def _scripted_model() -> Any:
+    """A model for an offline ADK agent: asks for ``greet(name="Ada")``, then quotes it.
+
+    The worker's own (the testing package has one, but importing it would load
+    ``adk_token_exchange`` into the stock run).
+    """
+    from google.adk.models.base_llm import BaseLlm
+    from google.adk.models.llm_response import LlmResponse
+    from google.genai import types as genai
+
+    class ScriptedModel(BaseLlm):
+        model: str = "scripted"
+
+        async def generate_content_async(self, llm_request: Any, stream: bool = False) -> Any:
+            last = llm_request.contents[-1] if llm_request.contents else None
+            answers = [p.function_response for p in (last.parts or []) if p.function_response]
+            if answers:
+                text = json.dumps(answers[0].response, default=str)
+                part = genai.Part(text=f"Tool said: {text}")
+            else:
+                part = genai.Part(
+                    function_call=genai.FunctionCall(name="greet", args={"name": "Ada"})
+                )
+            yield LlmResponse(content=genai.Content(role="model", parts=[part]))
+
+    return ScriptedModel()
+
+
+async def mcp_rotation(emulator: EmulatorProcess) -> dict[str, Any]:
+    """Target 7: MCP sessions a real ADK agent opens while its ID token rotates.
+
+    The emulator issues MCP_TOKEN_LIFETIME-second tokens; an ``LlmAgent``
+    (scripted model) with one ``McpToolset`` runs turns in one ``Runner``
+    session, 0.25 s apart, each a ``greet`` call on the testing package's
+    ``ProtectedMcpServer`` (Cloud Run's ID-token check; it counts MCP
+    ``initialize`` requests and the distinct tokens it let through), until
+    the server has seen MCP_ROTATIONS token rotations.
+    ``ours``: ``StreamableHTTPConnectionParams(httpx_client_factory=
+    http_client_factory(IdTokenAuth(url)))``, no ``auth_credential``;
+    ``stock``: ADK's way, ``auth_scheme`` + a service-account
+    ``auth_credential`` exchanged by ADK's own exchanger, the token in the
+    session's headers.
+    """
+    warnings.simplefilter("ignore")
+    import google.adk
+    from google.adk.agents.llm_agent import LlmAgent
+    from google.adk.auth import auth_credential as ac
+    from google.adk.runners import Runner
+    from google.adk.sessions.in_memory_session_service import InMemorySessionService
+    from google.adk.tools.mcp_tool.mcp_session_manager import StreamableHTTPConnectionParams
+    from google.adk.tools.mcp_tool.mcp_toolset import McpToolset
+    from google.genai import types as genai
+
+    emulator.call("set", token_lifetime=MCP_TOKEN_LIFETIME)
+    server = emulator.call("mcp_start")
+    url, server_audience = server["url"], server["audience"]
+    info = emulator.call("service_account_info", email=None)["info"]
+    held: list[str] = []
+    if ours_under_test():
+        from adk_token_exchange import IdTokenAuth, http_client_factory
+
+        factory = http_client_factory(IdTokenAuth(url, service_account_key=info))
+
+        def recording_factory(
+            headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None
+        ) -> Any:
+            client = factory(headers=headers, timeout=timeout, auth=auth)
+            held.append(_held(client.auth))
+            return client
+
+        params = StreamableHTTPConnectionParams(url=url, httpx_client_factory=recording_factory)
+        toolset = McpToolset(connection_params=params)
+    else:
+        from fastapi.openapi.models import OAuth2, OAuthFlowClientCredentials, OAuthFlows
+
+        scheme = OAuth2(
+            flows=OAuthFlows(
+                clientCredentials=OAuthFlowClientCredentials(
+                    tokenUrl="https://oauth2.googleapis.com/token", scopes={}
+                )
+            )
+        )
+        credential = ac.AuthCredential(
+            auth_type=ac.AuthCredentialTypes.SERVICE_ACCOUNT,
+            service_account=ac.ServiceAccount(
+                service_account_credential=ac.ServiceAccountCredential.model_validate(info),
+                use_id_token=True,
+                audience=server_audience,
+                scopes=[],
+            ),
+        )
+        toolset = McpToolset(
+            connection_params=StreamableHTTPConnectionParams(url=url),
+            auth_scheme=scheme,
+            auth_credential=credential,
+        )
+    tool_calls = 0
+
+    def before_tool(tool: Any, args: Any, tool_context: Any) -> None:
+        # The tool that really runs: a credential manager means the header road.
+        nonlocal tool_calls
+        tool_calls += 1
+        manager = getattr(tool, "_credentials_manager", None)
+        if manager is not None:
+            held.append(
+                _held(
+                    manager._exchanger_registry.get_exchanger(
+                        ac.AuthCredentialTypes.SERVICE_ACCOUNT
+                    )
+                )
+            )
+
+    agent = LlmAgent(
+        name="bench",
+        model=_scripted_model(),
+        instruction="Use the tools to greet the user.",
+        tools=[toolset],
+        before_tool_callback=before_tool,
+    )
+    runner = Runner(app_name="bench", agent=agent, session_service=InMemorySessionService())
+    # Turns until the server has seen MCP_ROTATIONS rotations (for both sides: the
+    # sessions are counted across the same number of tokens), at most MCP_DEADLINE s.
+    # With 3-second tokens ours refreshes every 1.5-2.25 s (3/4 of the 2-3 s it
+    # sees): 5 rotations take 7.5-11.25 s; stock asks for a new token every call.
+    rotations, deadline, pause = (1, 8.0, 0.25) if QUICK else (MCP_ROTATIONS, MCP_DEADLINE, 0.25)
+    expected = f"Hello, Ada! (called by {info['client_email']})"
+    turns = answered = 0
+    started = time.perf_counter()
+    try:
+        session = await runner.session_service.create_session(app_name="bench", user_id="user")
+        message = genai.Content(role="user", parts=[genai.Part(text="Say hello")])
+        while time.perf_counter() - started < deadline:
+            if turns:
+                if emulator.call("mcp_counts")["distinct_tokens"] > rotations:
+                    break
+                await asyncio.sleep(pause)
+            turns += 1
+            texts = [
+                part.text
+                async for event in runner.run_async(
+                    user_id="user", session_id=session.id, new_message=message
+                )
+                for part in ((event.content.parts or []) if event.content else [])
+                if part.text
+            ]
+            answered += any(expected in t for t in texts)
+    finally:
+        await runner.close()
+    seconds = time.perf_counter() - started
+    counts = emulator.call("mcp_counts")
+    return {
+        "turns": turns,
+        "answered": answered,
+        "tool_calls": tool_calls,
+        "seconds": seconds,
+        "token_lifetime_s": MCP_TOKEN_LIFETIME,
+        "sessions": counts["initializations"],
+        "distinct_tokens": counts["distinct_tokens"],
+        "rotations": max(0, counts["distinct_tokens"] - 1),
+        "mcp_requests": counts["accepted"] + counts["refused"],
+        "refused": counts["refused"],
+        "refusals": counts["refusals"],
+        "wrong_audience": counts["wrong_audience"],
+        "token_requests": emulator.counts()["token_requests"],
+        "adk_version": google.adk.__version__,
+    } | _plain_provenance(held)
+
+
 ASYNC_SCENARIOS: dict[str, Callable[[AdkAuth], Awaitable[dict[str, Any]]]] = {
     "warm": warm,
+    "coroutine": coroutine,
     "cold_key": cold_key,
     "cold_metadata": cold_metadata,
     "burst_loop": burst_loop,
@@ -974,7 +1503,13 @@ ASYNC_SCENARIOS: dict[str, Callable[[AdkAuth], Awaitable[dict[str, Any]]]] = {
     "rss": rss,
 }
 SYNC_SCENARIOS: dict[str, Callable[[AdkAuth], dict[str, Any]]] = {"burst_threads": burst_threads}
-SCENARIOS = [*ASYNC_SCENARIOS, *SYNC_SCENARIOS, "import"]
+# No ADK auth objects (and no install()): they build what they measure, provenance included.
+EMULATOR_SCENARIOS: dict[str, Callable[[EmulatorProcess], Awaitable[dict[str, Any]]]] = {
+    "httpx_auth": httpx_auth,
+    "mcp_rotation": mcp_rotation,
+    "verify": verify,
+}
+SCENARIOS = [*ASYNC_SCENARIOS, *SYNC_SCENARIOS, *EMULATOR_SCENARIOS, "import"]
 LOG: LogRecorder | None = None
 
 
@@ -984,6 +1519,18 @@ def _break(scenario: str) -> None:
         threading.Event().wait()
     if broken("error", scenario):
         raise RuntimeError(f"BENCH_BREAK: {scenario} fails on purpose")
+
+
+def _adk_scenario(scenario: str, impl: str, emulator: EmulatorProcess) -> dict[str, Any]:
+    adk = AdkAuth(impl, emulator)
+    if scenario in ASYNC_SCENARIOS:
+        result = asyncio.run(ASYNC_SCENARIOS[scenario](adk))
+    elif scenario in SYNC_SCENARIOS:
+        result = SYNC_SCENARIOS[scenario](adk)
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    result.update(adk.provenance())
+    return result
 
 
 def main() -> None:
@@ -1009,14 +1556,10 @@ def main() -> None:
             # google-auth reads these once, at import: set them before any import.
             os.environ["GCE_METADATA_HOST"] = emulator.metadata_host
             os.environ["GCE_METADATA_IP"] = emulator.metadata_host
-            adk = AdkAuth(impl, emulator)
-            if scenario in ASYNC_SCENARIOS:
-                result = asyncio.run(ASYNC_SCENARIOS[scenario](adk))
-            elif scenario in SYNC_SCENARIOS:
-                result = SYNC_SCENARIOS[scenario](adk)
+            if scenario in EMULATOR_SCENARIOS:
+                result = asyncio.run(EMULATOR_SCENARIOS[scenario](emulator))
             else:
-                raise SystemExit(f"unknown scenario {scenario!r}")
-            result.update(adk.provenance())
+                result = _adk_scenario(scenario, impl, emulator)
             counts = emulator.counts()
             result["emulator_internal_errors"] = counts["internal_errors"]
         finally:
