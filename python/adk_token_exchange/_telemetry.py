@@ -126,24 +126,25 @@ def _register_counters(counters: Callable[[], tuple[int, int, int, int, int]]) -
             Observation(values[4], {"adk_token_exchange.fetch.outcome": "failed"}),
         ]
 
-    meter.create_observable_counter(
-        "adk_token_exchange.cache.hits",
-        [reading(0)],
-        unit="{token}",
-        description="Tokens served from the cache without waiting",
+    cache_counters = (  # (name, unit, description), by index in counters()
+        (
+            "adk_token_exchange.cache.hits",
+            "{token}",
+            "Tokens served from the cache without waiting",
+        ),
+        (
+            "adk_token_exchange.cache.misses",
+            "{request}",
+            "Requests that waited for an upstream fetch",
+        ),
+        (
+            "adk_token_exchange.cache.refreshes",
+            "{refresh}",
+            "Background refreshes started ahead of expiry",
+        ),
     )
-    meter.create_observable_counter(
-        "adk_token_exchange.cache.misses",
-        [reading(1)],
-        unit="{request}",
-        description="Requests that waited for an upstream fetch",
-    )
-    meter.create_observable_counter(
-        "adk_token_exchange.cache.refreshes",
-        [reading(2)],
-        unit="{refresh}",
-        description="Background refreshes started ahead of expiry",
-    )
+    for index, (name, unit, description) in enumerate(cache_counters):
+        meter.create_observable_counter(name, [reading(index)], unit=unit, description=description)
     meter.create_observable_counter(
         "adk_token_exchange.fetches",
         [fetches],
