@@ -320,12 +320,13 @@ impl TokenCache {
             let outcome = cache.store(&request, fetched, started.elapsed());
             let class = outcome.as_ref().map(drop).map_err(Error::class);
             telemetry::fetch_counted(class);
-            // Nobody waiting is fine: a background refresh has no waiters.
-            let _ = tx.send(Some(outcome));
-            // After the waiters have their token: a span never delays them.
+            // Before the waiters wake, so that the one that resumes first can
+            // deliver it; only queued (no GIL), so it never delays a token.
             telemetry::fetch_observed(class, &request, started_at, attempts, || {
                 cache.source.describe().kind.as_str()
             });
+            // Nobody waiting is fine: a background refresh has no waiters.
+            let _ = tx.send(Some(outcome));
         });
         rx
     }

@@ -44,7 +44,7 @@ mod _native {
     #[pymodule_export]
     use crate::bindings::exchanger::{ModelKey, ServiceAccountExchanger};
     #[pymodule_export]
-    use crate::bindings::telemetry::{set_fetch_observer, telemetry_counters};
+    use crate::bindings::telemetry::{flush_fetch_records, set_fetch_observer, telemetry_counters};
     #[pymodule_export]
     use crate::bindings::verifier::PyTokenVerifier;
     #[pymodule_export]

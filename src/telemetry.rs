@@ -130,8 +130,8 @@ pub(crate) fn fetch_counted(outcome: Result<(), ErrorClass>) {
 }
 
 /// Hands a finished fetch's record to the observer, if any; `source_kind` is
-/// only called then. Call with no lock held and after waking the waiters:
-/// the observer may need the GIL, and a span must never delay a token.
+/// only called then. Call with no lock held. The observer must be quick and
+/// must not take the GIL (the Python one only queues the record).
 pub(crate) fn fetch_observed(
     outcome: Result<(), ErrorClass>,
     request: &TokenRequest,

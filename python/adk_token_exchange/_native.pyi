@@ -19,6 +19,7 @@ __all__ = [
     "__version__",
     "clear_cache",
     "configure",
+    "flush_fetch_records",
     "impersonation_chain",
     "reset_application_default",
     "set_fetch_observer",
@@ -336,6 +337,11 @@ def set_fetch_observer(
     """Call ``observer(record)`` after every upstream fetch (``None`` removes it).
 
     ``record`` is ``(start_ns, end_ns, attempts, outcome, source_kind, token_kind,
-    audience_origin)``; it never holds a token. ``adk_token_exchange._telemetry``
-    installs the OpenTelemetry one.
+    audience_origin)``; it never holds a token. The core queues records (at most
+    1024) and delivers them on a Python thread that holds the GIL anyway: a loop
+    resuming a coroutine, a blocking call returning, ``flush_fetch_records()``.
+    ``adk_token_exchange._telemetry`` installs the OpenTelemetry one.
     """
+
+def flush_fetch_records() -> None:
+    """Deliver the queued fetch records to the observer, on this thread."""

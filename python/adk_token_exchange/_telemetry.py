@@ -24,9 +24,11 @@ its own ``TracerProvider`` / ``MeterProvider``) gets, from this package:
   SDK collects.
 
 Cost: nothing on the warm path (a cache hit increments one relaxed atomic
-counter, as it does without OpenTelemetry). The core calls the observer once
-per upstream fetch; while no SDK tracer provider is set it returns at once
-(a GIL round trip, microseconds, against a fetch's milliseconds). Without
+counter, as it does without OpenTelemetry). The core queues one record
+per upstream fetch without taking the GIL, and a Python thread that holds it
+anyway delivers them (the loop resuming the awaiting coroutine, a blocking call
+returning, the meter collecting, the process exiting); while no SDK tracer
+provider is set the observer returns at once. Without
 ``opentelemetry`` importable, nothing is installed at all.
 
 Installed by the core when ``_native`` is first imported (``install`` gets
@@ -105,7 +107,9 @@ class _FetchSpans:
         span.end(end_time=end_ns)
 
 
-def _register_counters(counters: Callable[[], tuple[int, int, int, int, int]]) -> None:
+def _register_counters(
+    counters: Callable[[], tuple[int, int, int, int, int]], flush: Callable[[], None]
+) -> None:
     from opentelemetry import metrics
     from opentelemetry.metrics import CallbackOptions, Observation
 
@@ -120,6 +124,7 @@ def _register_counters(counters: Callable[[], tuple[int, int, int, int, int]]) -
         return observe
 
     def fetches(_options: CallbackOptions) -> Iterable[Observation]:
+        flush()  # the meter's collection is a Python thread too: spans of idle refreshes
         values = counters()
         return [
             Observation(values[3], {"adk_token_exchange.fetch.outcome": "ok"}),
@@ -159,6 +164,7 @@ _installed = False
 def install(
     set_fetch_observer: Callable[[Callable[[Record], None] | None], None],
     counters: Callable[[], tuple[int, int, int, int, int]],
+    flush: Callable[[], None],
 ) -> None:
     """Connect the core to OpenTelemetry, once; a no-op without ``opentelemetry``."""
     global _installed
@@ -166,10 +172,11 @@ def install(
         return
     try:
         spans = _FetchSpans()
-        _register_counters(counters)
+        _register_counters(counters, flush)
     except ImportError:
         return
     _installed = True
     set_fetch_observer(spans)
     # Core threads may outlive the interpreter's finalization: stop calling in.
     atexit.register(set_fetch_observer, None)
+    atexit.register(flush)  # runs first: atexit is last-in, first-out

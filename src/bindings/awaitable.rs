@@ -304,6 +304,8 @@ fn wake(py: Python<'_>, event_loop: Py<PyAny>, future: Py<PyAny>) {
     let resolve = RESOLVE.get_or_try_init(py, || {
         PyCFunction::new_closure(py, None, None, |args, _kwargs| -> PyResult<()> {
             let future = args.get_item(0)?;
+            // On the loop's thread, with the GIL: deliver finished fetches' records.
+            super::telemetry::flush(args.py());
             if !future.call_method0("done")?.is_truthy()? {
                 future.call_method1("set_result", (args.py().None(),))?;
             }

@@ -361,8 +361,9 @@ impl PyTokenRequest {
             return Ok(token);
         }
         let (credential, request) = (Arc::clone(&self.credential), Arc::clone(&self.request));
-        let issued = py.detach(|| process::runtime().block_on(credential.token(&request)))?;
-        Ok(PyToken::new(issued))
+        let issued = py.detach(|| process::runtime().block_on(credential.token(&request)));
+        super::telemetry::flush(py);
+        Ok(PyToken::new(issued?))
     }
 
     /// A coroutine for the token: finished on its first step when cached.

@@ -405,9 +405,9 @@ impl ServiceAccountExchanger {
             Arc::clone(&request.credential),
             Arc::clone(&request.request),
         );
-        let issued = py
-            .detach(|| crate::process::runtime().block_on(credential.token(&wanted)))
-            .map_err(|e| wrapped(py, &self.wrap_error, e))?;
+        let issued = py.detach(|| crate::process::runtime().block_on(credential.token(&wanted)));
+        super::telemetry::flush(py);
+        let issued = issued.map_err(|e| wrapped(py, &self.wrap_error, e))?;
         self.answer(py, issued, header.as_ref(), Answer::Credential)
     }
 }
