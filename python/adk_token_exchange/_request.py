@@ -13,6 +13,12 @@ from urllib.parse import urlsplit
 __all__ = ["CLOUD_PLATFORM", "origin_of"]
 
 CLOUD_PLATFORM: Final = "https://www.googleapis.com/auth/cloud-platform"
+
+# What every ID-token entry point says when the audience is missing.
+AUDIENCE_REQUIRED: Final = (
+    "audience is required: the URL of the receiving service"
+    " (e.g. 'https://my-service-xyz.a.run.app')"
+)
 """Google's default scope: every Google API."""
 
 

@@ -66,7 +66,7 @@ from . import errors  # noqa: E402
 from ._adk import errors as adk_errors  # noqa: E402
 from ._adk.model import build_result  # noqa: E402
 from ._native import Credentials, impersonation_chain  # noqa: E402
-from ._request import origin_of  # noqa: E402
+from ._request import AUDIENCE_REQUIRED, origin_of  # noqa: E402
 
 if TYPE_CHECKING:
     from google.adk.auth.auth_schemes import AuthScheme
@@ -164,10 +164,7 @@ class GoogleIdTokenAuthScheme(CustomAuthScheme):
     @classmethod
     def _audience_given(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError(
-                "audience is required: the URL of the receiving service"
-                " (e.g. 'https://my-service-xyz.a.run.app')"
-            )
+            raise ValueError(AUDIENCE_REQUIRED)
         return value
 
     @field_validator("credentials_file", mode="before")

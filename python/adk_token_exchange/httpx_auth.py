@@ -36,7 +36,7 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequen
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from . import _native, errors
-from ._request import CLOUD_PLATFORM, origin_of
+from ._request import AUDIENCE_REQUIRED, CLOUD_PLATFORM, origin_of
 
 __all__ = ["AccessTokenAuth", "IapJwtAuth", "IdTokenAuth", "http_client_factory"]
 
@@ -200,10 +200,7 @@ class IdTokenAuth(_GoogleAuth):
         header: Header = "Authorization",
     ) -> None:
         if not isinstance(audience, str) or not audience.strip():
-            raise errors.ConfigurationError(
-                "audience is required: the URL of the receiving service"
-                " (e.g. 'https://my-service-xyz.a.run.app')"
-            )
+            raise errors.ConfigurationError(AUDIENCE_REQUIRED)
         self._setup(
             header,
             {

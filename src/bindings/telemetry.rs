@@ -77,11 +77,13 @@ fn pending() -> std::sync::MutexGuard<'static, Pending> {
 #[pyo3(signature = (observer))]
 pub fn set_fetch_observer(observer: Option<Py<PyAny>>) {
     let installed = observer.is_some();
-    {
+    let replaced = {
         let mut p = pending();
-        p.observer = observer;
         p.records.clear();
-    }
+        std::mem::replace(&mut p.observer, observer)
+    };
+    // Dropped after the lock is released: its finalizer may call into the core.
+    drop(replaced);
     if !installed {
         telemetry::set_observer(None);
         return;

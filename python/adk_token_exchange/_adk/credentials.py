@@ -21,7 +21,7 @@ from google.adk.auth.auth_credential import (
 )
 
 from .. import _native, errors
-from .._request import CLOUD_PLATFORM, origin_of
+from .._request import AUDIENCE_REQUIRED, CLOUD_PLATFORM, origin_of
 from .install import install
 from .model import ADDITIONAL_HEADERS_SENT, SCOPES_REQUIRED, SERVICE_ACCOUNT
 
@@ -42,8 +42,7 @@ def id_token_credential(
     """See :func:`adk_token_exchange.id_token_credential`."""
     _required(
         audience,
-        "audience is required: the URL of the receiving service"
-        " (e.g. 'https://my-service-xyz.a.run.app')",
+        AUDIENCE_REQUIRED,
     )
     aud = audience if exact else origin_of(audience)
     return _identity_credential(aud, {}, header, service_account_key, impersonate, delegates)
